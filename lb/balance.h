@@ -1,0 +1,37 @@
+/* Balancing algorithms: one static const ops table per algorithm, each in its
+ * own balance_<name>.c, looked up by the name used in the config. */
+#ifndef LB_BALANCE_H
+#define LB_BALANCE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* Servers already tried for this request, so a retry goes elsewhere. */
+#define LB_MAX_TRIED 8
+struct lb_pick_ctx {
+    const struct lb_server *tried[LB_MAX_TRIED];
+    unsigned n_tried;
+};
+
+struct lb_balancer_ops {
+    const char *name;
+    /* Per-worker state for one backend; NULL when out of memory. */
+    void *(*create)(const struct lb_backend *backend);
+    void (*destroy)(void *state);
+    /* A server that is not in ctx->tried, or NULL if none is left. */
+    struct lb_server *(*pick)(void *state, const struct lb_pick_ctx *ctx);
+};
+
+/* The ops named `name` ("roundrobin", "leastconn"), or NULL. */
+const struct lb_balancer_ops *lb_balancer_find(const char *name);
+
+/* True if `server` is in ctx->tried. */
+bool lb_pick_tried(const struct lb_pick_ctx *ctx, const struct lb_server *server);
+
+extern const struct lb_balancer_ops lb_balance_roundrobin;
+extern const struct lb_balancer_ops lb_balance_leastconn;
+
+#endif

@@ -1,0 +1,106 @@
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int lb_buf_init(struct lb_buf *buf, size_t cap)
+{
+    buf->head = buf->tail = 0;
+    buf->data = malloc(cap);
+    buf->cap = buf->data ? cap : 0;
+    return buf->data ? 0 : -1;
+}
+
+void lb_buf_free(struct lb_buf *buf)
+{
+    free(buf->data);
+    buf->data = NULL;
+    buf->cap = buf->head = buf->tail = 0;
+}
+
+void lb_buf_consume(struct lb_buf *buf, size_t n)
+{
+    buf->head += n;
+    if (buf->head >= buf->tail)
+        buf->head = buf->tail = 0;
+}
+
+void lb_buf_compact(struct lb_buf *buf)
+{
+    if (buf->head == 0)
+        return;
+    size_t len = lb_buf_len(buf);
+    memmove(buf->data, buf->data + buf->head, len);
+    buf->head = 0;
+    buf->tail = len;
+}
+
+int lb_buf_append(struct lb_buf *buf, const void *src, size_t n)
+{
+    if (lb_buf_room(buf) < n)
+        lb_buf_compact(buf);
+    if (lb_buf_room(buf) < n)
+        return -1;
+    memcpy(lb_buf_end(buf), src, n);
+    buf->tail += n;
+    return 0;
+}
+
+int lb_buf_printf(struct lb_buf *buf, const char *fmt, ...)
+{
+    va_list ap;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        size_t room = lb_buf_room(buf);
+        va_start(ap, fmt);
+        int n = vsnprintf(lb_buf_end(buf), room, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return -1;
+        if ((size_t)n < room) {
+            buf->tail += (size_t)n;
+            return 0;
+        }
+        lb_buf_compact(buf);
+    }
+    return -1;
+}
+
+int lb_buf_cache_init(struct lb_buf_cache *cache, size_t block_size, size_t keep)
+{
+    cache->blocks = calloc(keep, sizeof(*cache->blocks));
+    cache->count = 0;
+    cache->cap = cache->blocks ? keep : 0;
+    cache->block_size = block_size;
+    return cache->blocks ? 0 : -1;
+}
+
+void lb_buf_cache_destroy(struct lb_buf_cache *cache)
+{
+    while (cache->count > 0)
+        free(cache->blocks[--cache->count]);
+    free(cache->blocks);
+    cache->blocks = NULL;
+    cache->cap = 0;
+}
+
+int lb_buf_take(struct lb_buf_cache *cache, struct lb_buf *buf)
+{
+    buf->head = buf->tail = 0;
+    buf->data = cache->count > 0 ? cache->blocks[--cache->count] : malloc(cache->block_size);
+    buf->cap = buf->data ? cache->block_size : 0;
+    return buf->data ? 0 : -1;
+}
+
+void lb_buf_give(struct lb_buf_cache *cache, struct lb_buf *buf)
+{
+    if (!buf->data)
+        return;
+    if (cache->count < cache->cap)
+        cache->blocks[cache->count++] = buf->data;
+    else
+        free(buf->data);
+    buf->data = NULL;
+    buf->cap = buf->head = buf->tail = 0;
+}

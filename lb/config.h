@@ -1,0 +1,113 @@
+/* The configuration: YAML -> struct lb_config, with defaults and validation.
+ * Errors name the file and line: "lb.yaml:12: unknown key 'wieght'". */
+#ifndef LB_CONFIG_H
+#define LB_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct lb_balancer_ops;
+
+/* A socket address as written in the config ("127.0.0.1:80", "[::1]:80",
+ * "localhost:80"; hostnames are resolved once, at load). */
+struct lb_address {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    char text[128]; /* as written */
+};
+
+/* One backend server. The runtime fields are shared by every worker. */
+struct lb_server {
+    struct lb_address address;
+    char id[64];        /* stable name; default: the address text */
+    unsigned weight;    /* 1..1000, default 1 */
+    unsigned index;     /* position in its backend's list */
+    int line;           /* where it is defined */
+    atomic_int active;  /* requests in flight to it, all workers together */
+};
+
+struct lb_backend {
+    char name[64];
+    const struct lb_balancer_ops *balance; /* default roundrobin */
+    struct lb_server *servers;
+    size_t n_servers;
+    unsigned keepalive;            /* idle pooled connections per server and worker, default 32 */
+    double keepalive_timeout;      /* seconds an idle pooled connection is kept, default 60 */
+    int line;
+};
+
+struct lb_route {
+    char *host;        /* NULL: any host; else matched case-insensitively, port ignored */
+    char *path_prefix; /* default "/" */
+    struct lb_backend *backend;
+    int line;
+};
+
+struct lb_listen {
+    struct lb_address address;
+    int line;
+};
+
+struct lb_timeouts {           /* seconds */
+    double connect;            /* default 2 */
+    double client_header;      /* whole request head, default 10 */
+    double client_idle;        /* between keep-alive requests; also client send, default 60 */
+    double server;             /* waiting for response bytes, default 30 */
+    double drain;              /* graceful shutdown, default 10 */
+};
+
+struct lb_limits {
+    uint64_t max_connections;  /* default 10000 */
+    uint64_t max_header_size;  /* default 16k */
+    uint64_t max_uri_size;     /* default 8k */
+    uint64_t max_body_size;    /* 0 = unlimited (default) */
+};
+
+struct lb_config {
+    char *path;
+    unsigned workers;          /* resolved: "auto" becomes the number of cores */
+    struct lb_listen *listens;
+    size_t n_listens;
+    char *access_log;          /* NULL = off, "stdout", or a file path */
+    struct lb_timeouts timeouts;
+    struct lb_limits limits;
+    struct lb_backend *backends;
+    size_t n_backends;
+    struct lb_route *routes;
+    size_t n_routes;
+};
+
+/* Loads and validates `path`. Returns the config (free with lb_config_free),
+ * or NULL with a "file:line: message" text in err. */
+struct lb_config *lb_config_load(const char *path, char *err, size_t err_len);
+
+/* Same, from a string; `name` stands for the file name in messages. Only
+ * err_len bytes of err are written (err may be NULL when err_len is 0). */
+struct lb_config *lb_config_parse(const char *yaml, size_t len, const char *name, char *err,
+                                  size_t err_len);
+
+void lb_config_free(struct lb_config *cfg);
+
+/* Parses "500ms", "2s", "1m", "1h", "1.5s" (a bare number is seconds) into
+ * seconds. Returns 0, or -1 if malformed, negative or over 365 days. */
+int lb_parse_duration(const char *text, double *seconds);
+
+/* Parses "512", "16k", "1m", "2g" (powers of 1024, either case) into bytes.
+ * Returns 0, or -1 if malformed or over UINT64_MAX. */
+int lb_parse_size(const char *text, uint64_t *bytes);
+
+/* Parses "host:port" or "[v6]:port" into addr; the port is numeric (1..65535).
+ * A name is resolved now (blocking): its first IPv4 address, else its first
+ * address. Returns 0, or -1. */
+int lb_parse_address(const char *text, struct lb_address *addr);
+
+/* The backend for a request: first route whose host and path prefix match,
+ * else the only backend when there is exactly one and no routes, else NULL.
+ * `host` may carry a port (ignored) and may be NULL. */
+const struct lb_backend *lb_config_route(const struct lb_config *cfg, const char *host,
+                                         size_t host_len, const char *path, size_t path_len);
+
+#endif

@@ -1,0 +1,201 @@
+#include "http_rewrite.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define VIA_VALUE "1.1 lb"
+
+/* Headers that describe one connection, never forwarded as they are
+ * (RFC 9110 7.6.1), plus Content-Length, which lb always writes itself. */
+static const char *const hop_by_hop[] = {
+    "connection", "keep-alive", "proxy-connection", "te", "transfer-encoding",
+    "upgrade",    "trailer",    "content-length",
+};
+
+static bool is_hop_by_hop(const char *base, struct lb_slice name)
+{
+    for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
+        if (lb_slice_equals_ci(base, name, hop_by_hop[i]))
+            return true;
+    return false;
+}
+
+/* True if a Connection header of the message nominates `name` as hop-by-hop. */
+static bool nominated_by_connection(const struct lb_http_head *h, const char *base,
+                                    struct lb_slice name)
+{
+    char lower[64];
+    if (name.len >= sizeof(lower))
+        return false;
+    memcpy(lower, base + name.off, name.len);
+    lower[name.len] = '\0';
+    for (int i = lb_http_find_header(h, base, "connection", 0); i >= 0;
+         i = lb_http_find_header(h, base, "connection", i + 1)) {
+        struct lb_slice v = h->headers[i].value;
+        if (lb_http_value_has_token(base + v.off, v.len, lower))
+            return true;
+    }
+    return false;
+}
+
+/* Appends "name: value\r\n" for a header as received. */
+static int put_header(struct lb_buf *out, const char *base, const struct lb_header *hd)
+{
+    return lb_buf_append(out, base + hd->name.off, hd->name.len) |
+           lb_buf_append(out, ": ", 2) |
+           lb_buf_append(out, base + hd->value.off, hd->value.len) |
+           lb_buf_append(out, "\r\n", 2);
+}
+
+static int put_framing(struct lb_buf *out, const struct lb_http_head *h,
+                       enum lb_body_framing framing)
+{
+    switch (framing) {
+    case LB_FRAMING_LENGTH:
+        return lb_buf_printf(out, "Content-Length: %llu\r\n",
+                             (unsigned long long)h->content_length);
+    case LB_FRAMING_CHUNKED:
+        return lb_buf_append(out, "Transfer-Encoding: chunked\r\n", 28);
+    default:
+        return 0;
+    }
+}
+
+enum lb_body_framing lb_request_framing(const struct lb_http_head *req)
+{
+    if (req->chunked)
+        return LB_FRAMING_CHUNKED;
+    if (req->content_length > 0)
+        return LB_FRAMING_LENGTH;
+    return LB_FRAMING_NONE;
+}
+
+enum lb_body_framing lb_response_framing(const struct lb_http_head *resp,
+                                         const struct lb_http_head *req)
+{
+    if (!resp->has_body)
+        return LB_FRAMING_NONE;
+    bool client_http11 = req->version_major == 1 && req->version_minor >= 1;
+    if (resp->has_content_length && !resp->chunked)
+        return LB_FRAMING_LENGTH;
+    return client_http11 ? LB_FRAMING_CHUNKED : LB_FRAMING_CLOSE;
+}
+
+const char *lb_request_host(const struct lb_http_head *req, const char *base, size_t *len)
+{
+    int i = lb_http_find_header(req, base, "host", 0);
+    if (i < 0) {
+        *len = 0;
+        return NULL;
+    }
+    *len = req->headers[i].value.len;
+    return base + req->headers[i].value.off;
+}
+
+const char *lb_rewrite_request(const struct lb_http_head *req, const char *base,
+                               const struct lb_forward_info *info, enum lb_body_framing framing,
+                               bool tunnel, struct lb_buf *out)
+{
+    lb_buf_compact(out); /* so a failed append can be undone by resetting tail */
+    size_t saved_tail = out->tail;
+    int rc = lb_buf_append(out, base + req->method_text.off, req->method_text.len) |
+             lb_buf_append(out, " ", 1) |
+             lb_buf_append(out, base + req->target.off, req->target.len) |
+             lb_buf_append(out, " HTTP/1.1\r\n", 11);
+
+    bool have_host = false;
+    int xff_first = -1;
+    for (unsigned i = 0; i < req->n_headers && rc == 0; i++) {
+        const struct lb_header *hd = &req->headers[i];
+        if (is_hop_by_hop(base, hd->name) || nominated_by_connection(req, base, hd->name))
+            continue;
+        if (lb_slice_equals_ci(base, hd->name, "x-forwarded-proto") ||
+            lb_slice_equals_ci(base, hd->name, "x-forwarded-host"))
+            continue; /* lb sets these */
+        if (lb_slice_equals_ci(base, hd->name, "x-forwarded-for")) {
+            if (xff_first < 0)
+                xff_first = (int)i;
+            continue; /* merged below, lb's address last */
+        }
+        if (lb_slice_equals_ci(base, hd->name, "host"))
+            have_host = true;
+        rc |= put_header(out, base, hd);
+    }
+    if (!have_host && info->default_host)
+        rc |= lb_buf_printf(out, "Host: %s\r\n", info->default_host);
+
+    rc |= lb_buf_append(out, "X-Forwarded-For: ", 17);
+    for (int i = xff_first; i >= 0; i = lb_http_find_header(req, base, "x-forwarded-for", i + 1)) {
+        const struct lb_slice v = req->headers[i].value;
+        if (v.len == 0)
+            continue;
+        rc |= lb_buf_append(out, base + v.off, v.len) | lb_buf_append(out, ", ", 2);
+    }
+    rc |= lb_buf_printf(out, "%s\r\nX-Forwarded-Proto: %s\r\n", info->client_addr, info->proto);
+    size_t host_len;
+    const char *host = lb_request_host(req, base, &host_len);
+    if (host)
+        rc |= lb_buf_append(out, "X-Forwarded-Host: ", 18) | lb_buf_append(out, host, host_len) |
+              lb_buf_append(out, "\r\n", 2);
+    rc |= lb_buf_append(out, "Via: " VIA_VALUE "\r\n", 5 + sizeof(VIA_VALUE) - 1 + 2);
+
+    if (tunnel) {
+        int up = lb_http_find_header(req, base, "upgrade", 0);
+        if (up >= 0)
+            rc |= put_header(out, base, &req->headers[up]);
+        rc |= lb_buf_append(out, "Connection: upgrade\r\n", 21);
+    }
+    rc |= put_framing(out, req, framing);
+    rc |= lb_buf_append(out, "\r\n", 2);
+    if (rc != 0) {
+        out->tail = saved_tail;
+        return "request head too large to forward";
+    }
+    return NULL;
+}
+
+const char *lb_rewrite_response(const struct lb_http_head *resp, const char *base,
+                                const struct lb_http_head *req, enum lb_body_framing framing,
+                                bool keep_alive, struct lb_buf *out)
+{
+    lb_buf_compact(out); /* so a failed append can be undone by resetting tail */
+    size_t saved_tail = out->tail;
+    bool switching = resp->status == 101;
+    bool interim = resp->status / 100 == 1 && !switching;
+    int rc = lb_buf_printf(out, "HTTP/1.1 %u ", resp->status) |
+             lb_buf_append(out, base + resp->reason.off, resp->reason.len) |
+             lb_buf_append(out, "\r\n", 2);
+
+    for (unsigned i = 0; i < resp->n_headers && rc == 0; i++) {
+        const struct lb_header *hd = &resp->headers[i];
+        /* Without a body lb re-frames, Content-Length describes the resource
+         * (HEAD, 304) and passes through. */
+        bool keep_length = framing == LB_FRAMING_NONE &&
+                           lb_slice_equals_ci(base, hd->name, "content-length");
+        if (!keep_length &&
+            (is_hop_by_hop(base, hd->name) || nominated_by_connection(resp, base, hd->name)))
+            continue;
+        rc |= put_header(out, base, hd);
+    }
+    rc |= lb_buf_append(out, "Via: " VIA_VALUE "\r\n", 5 + sizeof(VIA_VALUE) - 1 + 2);
+    if (switching) {
+        int up = lb_http_find_header(resp, base, "upgrade", 0);
+        if (up >= 0)
+            rc |= put_header(out, base, &resp->headers[up]);
+        rc |= lb_buf_append(out, "Connection: upgrade\r\n", 21);
+    } else if (!interim) {
+        bool client_http10 = req->version_major == 1 && req->version_minor == 0;
+        if (!keep_alive)
+            rc |= lb_buf_append(out, "Connection: close\r\n", 19);
+        else if (client_http10)
+            rc |= lb_buf_append(out, "Connection: keep-alive\r\n", 24);
+        rc |= put_framing(out, resp, framing);
+    }
+    rc |= lb_buf_append(out, "\r\n", 2);
+    if (rc != 0) {
+        out->tail = saved_tail;
+        return "response head too large to forward";
+    }
+    return NULL;
+}

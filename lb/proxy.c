@@ -1,0 +1,525 @@
+/* The exchange with a backend server: route and rewrite the request, pick and
+ * connect a server (or reuse a pooled connection), stream the request body up
+ * and the response down with back-pressure, retry when that is safe, and
+ * relay a tunnel after a 101. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn_internal.h"
+#include "http_rewrite.h"
+#include "io.h"
+#include "log.h"
+#include "worker.h"
+
+static ev_tstamp now_of(const struct lb_conn *c)
+{
+    return ev_now(c->w->loop);
+}
+
+static bool idempotent(uint8_t method)
+{
+    switch (method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_PUT:
+    case HTTP_DELETE:
+    case HTTP_TRACE:
+        return true;
+    default:
+        return false;
+    }
+}
+
+void lb_proxy_release(struct lb_conn *c, bool reusable)
+{
+    if (c->up) {
+        if (reusable) {
+            ev_io_stop(c->w->loop, &c->up->io);
+            lb_pool_give(&c->w->pool, c->up);
+        } else {
+            lb_upstream_close(c->up);
+        }
+        c->up = NULL;
+    }
+    if (c->server) {
+        atomic_fetch_sub(&c->server->active, 1);
+        /* c->server stays for the access log; it is no longer counted */
+        c->server = NULL;
+    }
+}
+
+static void remember_request(struct lb_conn *c)
+{
+    const struct lb_http_head *h = &c->req.head;
+    const char *base = c->cin.data;
+    size_t cap = sizeof(c->log_request);
+    size_t m = h->method_text.len < cap / 4 ? h->method_text.len : cap / 4;
+    size_t t = h->target.len < cap - m ? h->target.len : cap - m;
+    memcpy(c->log_request, base + h->method_text.off, m);
+    memcpy(c->log_request + m, base + h->target.off, t);
+    c->log_method_len = m;
+    c->log_target_len = t;
+}
+
+/* Picks a server not yet tried and connects to it, from the pool if it can.
+ * Returns STEP_PROGRESS, or answers 503/502 when no server is left. */
+static enum lb_step connect_next(struct lb_conn *c)
+{
+    struct lb_worker *w = c->w;
+    size_t bidx = (size_t)(c->backend - w->cfg->backends);
+    for (;;) {
+        struct lb_server *server = c->retry_server;
+        c->retry_server = NULL;
+        if (!server) {
+            server = c->backend->balance->pick(w->balancers[bidx], &c->tried);
+            if (!server) {
+                lb_log_error("backend %s: no server left to try", c->backend->name);
+                lb_conn_reply_error(c, c->tried.n_tried ? 502 : 503);
+                return STEP_PROGRESS;
+            }
+            if (c->tried.n_tried < LB_MAX_TRIED)
+                c->tried.tried[c->tried.n_tried++] = server;
+        }
+        c->server = server;
+        atomic_fetch_add(&server->active, 1);
+        c->t_connect_start = now_of(c);
+        c->up = lb_pool_take(&w->pool, c->backend, server);
+        if (c->up) {
+            c->up_connecting = false;
+            c->t_connected = c->t_connect_start;
+            c->upstream_activity = c->t_connect_start;
+            c->state = CONN_PROXY;
+            lb_conn_watch_upstream(c);
+            return STEP_PROGRESS;
+        }
+        c->up = lb_upstream_connect(&w->pool, c->backend, server);
+        if (c->up) {
+            c->up_connecting = true;
+            c->state = CONN_CONNECT;
+            lb_conn_watch_upstream(c);
+            return STEP_PROGRESS;
+        }
+        lb_log_error("server %s: connect: %s", server->address.text, strerror(errno));
+        lb_proxy_release(c, false);
+    }
+}
+
+enum lb_step lb_proxy_start(struct lb_conn *c)
+{
+    struct lb_worker *w = c->w;
+    const struct lb_http_head *h = &c->req.head;
+    const char *base = c->cin.data;
+
+    remember_request(c);
+    c->status = 0;
+    c->t_connected = c->t_response = 0;
+    c->keep_alive = h->keep_alive && !w->draining;
+    c->req_done = c->resp_started = c->resp_head_sent = c->resp_done = false;
+    c->resp_head_blocked = c->upstream_eof = c->upstream_shut = false;
+    c->tunnel_asked = h->upgrade;
+    c->tried.n_tried = 0;
+    c->retry_server = NULL;
+    c->server = NULL;
+    lb_http_parser_init(&c->resp, LB_HTTP_RESPONSE, &w->resp_limits);
+    c->resp.skip_body = h->method == HTTP_HEAD;
+
+    if (h->method == HTTP_CONNECT) {
+        lb_conn_reply_error(c, 501);
+        return STEP_PROGRESS;
+    }
+    size_t host_len;
+    const char *host = lb_request_host(h, base, &host_len);
+    if (!host && h->version_minor >= 1) {
+        lb_log_info("client %s: HTTP/1.1 request without Host", c->peer);
+        lb_conn_reply_error(c, 400);
+        return STEP_PROGRESS;
+    }
+    const char *target = base + h->target.off;
+    size_t path_len = 0;
+    while (path_len < h->target.len && target[path_len] != '?')
+        path_len++;
+    c->backend = lb_config_route(w->cfg, host, host_len, target, path_len);
+    if (!c->backend) {
+        lb_log_info("client %s: no route for %.*s%.*s", c->peer, (int)host_len, host ? host : "",
+                    (int)path_len, target);
+        lb_conn_reply_error(c, 503);
+        return STEP_PROGRESS;
+    }
+    if (lb_conn_buf(c, &c->uout) < 0 || lb_conn_buf(c, &c->uin) < 0 ||
+        lb_conn_buf(c, &c->cout) < 0) {
+        lb_conn_reply_error(c, 503);
+        return STEP_PROGRESS;
+    }
+    enum lb_body_framing framing = lb_request_framing(h);
+    struct lb_forward_info info = {
+        .client_addr = c->peer,
+        .proto = "http",
+        .default_host = c->listen->address.text,
+    };
+    const char *err = lb_rewrite_request(h, base, &info, framing, c->tunnel_asked, &c->uout);
+    if (err) {
+        lb_log_info("client %s: %s", c->peer, err);
+        lb_conn_reply_error(c, 431);
+        return STEP_PROGRESS;
+    }
+    c->req.out_framing = framing;
+    c->uout_sent = 0;
+    c->replayable = true;
+    return connect_next(c);
+}
+
+enum lb_step lb_proxy_upstream_failed(struct lb_conn *c, enum lb_upstream_failure why,
+                                      const char *detail)
+{
+    if (!c->server) /* already released */
+        return STEP_IDLE;
+    bool reused = c->up && c->up->reused;
+    lb_log_error("server %s: %s", c->server->address.text, detail);
+    /* Retry only what cannot have been processed twice: a connect that never
+     * happened, or an idempotent request on a pooled connection the server
+     * had already closed. Never once a response byte arrived. */
+    bool retry = !c->resp_started && c->replayable &&
+                 (why == FAIL_CONNECT ||
+                  (why == FAIL_RESET && reused && idempotent(c->req.head.method)));
+    struct lb_server *same = why == FAIL_RESET && reused ? c->server : NULL;
+    lb_proxy_release(c, false);
+    if (retry) {
+        c->uout_sent = 0;
+        c->retry_server = same; /* a stale pooled connection says nothing of the server */
+        return connect_next(c);
+    }
+    lb_conn_reply_error(c, why == FAIL_TIMEOUT ? 504 : 502);
+    return STEP_PROGRESS;
+}
+
+int lb_proxy_upstream_events(const struct lb_conn *c)
+{
+    if (!c->up)
+        return 0;
+    if (c->up_connecting)
+        return EV_WRITE;
+    int ev = 0;
+    if (c->state == CONN_TUNNEL) {
+        if (lb_buf_len(&c->cin) > 0)
+            ev |= EV_WRITE;
+        if (!c->upstream_eof && lb_buf_len(&c->uin) < c->uin.cap)
+            ev |= EV_READ;
+        return ev;
+    }
+    if (c->uout_sent < lb_buf_len(&c->uout))
+        ev |= EV_WRITE;
+    if (!c->resp_done && !c->upstream_eof && lb_buf_len(&c->uin) < c->uin.cap)
+        ev |= EV_READ;
+    return ev;
+}
+
+/* The replay copy is given up when the room is needed or the server answered. */
+static void drop_replay(struct lb_conn *c)
+{
+    if (!c->replayable)
+        return;
+    lb_buf_consume(&c->uout, c->uout_sent);
+    c->uout_sent = 0;
+    c->replayable = false;
+}
+
+/* Client → uout: the request body, re-framed. */
+static enum lb_step move_request_body(struct lb_conn *c)
+{
+    if (c->req_done)
+        return STEP_IDLE;
+    enum lb_step s = STEP_IDLE;
+    if (lb_buf_len(&c->cin) > 0) {
+        if (c->replayable && c->uout_sent > 0 &&
+            c->uout.cap - lb_buf_len(&c->uout) < lb_buf_len(&c->cin))
+            drop_replay(c);
+        size_t before = lb_buf_len(&c->cin);
+        switch (lb_http_parse(&c->req, &c->cin, &c->uout)) {
+        case LB_HTTP_DONE:
+            c->req_done = true;
+            return STEP_PROGRESS;
+        case LB_HTTP_ERROR:
+            lb_log_info("client %s: bad request body: %s", c->peer, c->req.error_text);
+            lb_conn_reply_error(c, c->req.error_status);
+            return STEP_PROGRESS;
+        default:
+            if (lb_buf_len(&c->cin) != before)
+                s = STEP_PROGRESS;
+            break;
+        }
+    }
+    if (c->client_eof && lb_buf_len(&c->cin) == 0) { /* gone inside its request */
+        lb_conn_log(c);
+        lb_conn_destroy(c);
+        return STEP_GONE;
+    }
+    if (lb_buf_len(&c->cin) < c->cin.cap) {
+        bool eof_before = c->client_eof;
+        switch (lb_io_read(c->fd, &c->cin)) {
+        case LB_IO_OK:
+            c->client_activity = now_of(c);
+            return STEP_PROGRESS;
+        case LB_IO_EOF:
+            c->client_eof = true;
+            return eof_before ? s : STEP_PROGRESS;
+        case LB_IO_ERROR:
+            lb_conn_destroy(c);
+            return STEP_GONE;
+        default:
+            break;
+        }
+    }
+    return s;
+}
+
+/* uout → server. */
+static enum lb_step send_upstream(struct lb_conn *c)
+{
+    size_t pending = lb_buf_len(&c->uout) - c->uout_sent;
+    if (pending == 0)
+        return STEP_IDLE;
+    size_t n;
+    switch (lb_io_write(c->up->fd, lb_buf_start(&c->uout) + c->uout_sent, pending, &n)) {
+    case LB_IO_OK:
+        if (c->replayable)
+            c->uout_sent += n;
+        else
+            lb_buf_consume(&c->uout, n);
+        c->upstream_activity = now_of(c);
+        return STEP_PROGRESS;
+    case LB_IO_AGAIN:
+        return STEP_IDLE;
+    default:
+        return lb_proxy_upstream_failed(c, FAIL_RESET, strerror(errno));
+    }
+}
+
+/* server → uin. */
+static enum lb_step read_upstream(struct lb_conn *c)
+{
+    if (c->resp_done || c->upstream_eof)
+        return STEP_IDLE;
+    switch (lb_io_read(c->up->fd, &c->uin)) {
+    case LB_IO_OK:
+        c->upstream_activity = now_of(c);
+        if (!c->resp_started) {
+            c->resp_started = true;
+            drop_replay(c);
+        }
+        return STEP_PROGRESS;
+    case LB_IO_EOF:
+        c->upstream_eof = true;
+        return STEP_PROGRESS;
+    case LB_IO_AGAIN:
+        return STEP_IDLE;
+    default:
+        return lb_proxy_upstream_failed(c, FAIL_RESET, strerror(errno));
+    }
+}
+
+/* A response head arrived (its slices are valid until the next parse). */
+static enum lb_step on_response_head(struct lb_conn *c)
+{
+    const struct lb_http_head *h = &c->resp.head;
+    bool interim = h->status / 100 == 1 && h->status != 101;
+    /* HTTP/1.0 clients never get an interim response (100 Continue). */
+    bool forward = !interim || c->req.head.version_minor >= 1;
+    enum lb_body_framing framing = lb_response_framing(h, &c->req.head);
+    if (!interim && framing == LB_FRAMING_CLOSE)
+        c->keep_alive = false;
+    if (forward &&
+        lb_rewrite_response(h, c->uin.data, &c->req.head, framing, c->keep_alive, &c->cout)) {
+        if (lb_buf_len(&c->cout) > 0) {
+            c->resp_head_blocked = true; /* retried once cout drained */
+            return STEP_IDLE;
+        }
+        return lb_proxy_upstream_failed(c, FAIL_BAD_RESPONSE, "response head too large");
+    }
+    c->resp_head_blocked = false;
+    if (interim) {
+        bool skip = c->resp.skip_body;
+        lb_http_parse(&c->resp, &c->uin, NULL); /* consumes it: it has no body */
+        lb_http_parser_next(&c->resp);
+        c->resp.skip_body = skip;
+        return STEP_PROGRESS;
+    }
+    c->resp.out_framing = framing;
+    c->status = h->status;
+    c->t_response = now_of(c);
+    c->resp_head_sent = true;
+    if (h->status == 101) {
+        if (!c->tunnel_asked || !c->req_done) {
+            c->resp_head_sent = false;
+            lb_buf_consume(&c->cout, lb_buf_len(&c->cout));
+            return lb_proxy_upstream_failed(c, FAIL_BAD_RESPONSE, "unrequested 101");
+        }
+        lb_buf_consume(&c->uin, h->size); /* the rest is the tunnel's */
+        lb_conn_log(c);
+        c->state = CONN_TUNNEL;
+    }
+    return STEP_PROGRESS;
+}
+
+/* uin → cout: the response, re-framed. */
+static enum lb_step move_response(struct lb_conn *c)
+{
+    if (c->resp_done)
+        return STEP_IDLE;
+    if (c->resp_head_blocked)
+        return on_response_head(c);
+    size_t before = lb_buf_len(&c->uin);
+    switch (lb_http_parse(&c->resp, &c->uin, &c->cout)) {
+    case LB_HTTP_HEAD:
+        return on_response_head(c);
+    case LB_HTTP_DONE:
+        c->resp_done = true;
+        return STEP_PROGRESS;
+    case LB_HTTP_ERROR:
+        return lb_proxy_upstream_failed(c, FAIL_BAD_RESPONSE, c->resp.error_text);
+    default:
+        break;
+    }
+    if (lb_buf_len(&c->uin) != before)
+        return STEP_PROGRESS;
+    if (!c->upstream_eof)
+        return STEP_IDLE;
+    switch (lb_http_finish(&c->resp, &c->cout)) {
+    case LB_HTTP_DONE:
+        c->resp_done = true;
+        c->keep_alive = c->keep_alive && c->resp.out_framing != LB_FRAMING_CLOSE;
+        return STEP_PROGRESS;
+    case LB_HTTP_AGAIN:
+        return lb_proxy_upstream_failed(c, FAIL_RESET, "closed without a response");
+    default:
+        return lb_proxy_upstream_failed(c, FAIL_RESET, c->resp.error_text);
+    }
+}
+
+/* The response is complete: log, pool the server connection if it is clean,
+ * and read the next request (or close). */
+static enum lb_step finish_exchange(struct lb_conn *c)
+{
+    lb_conn_log(c);
+    bool reusable = c->req_done && c->resp.head.keep_alive && !c->upstream_eof &&
+                    lb_buf_len(&c->uin) == 0 && lb_buf_len(&c->uout) == c->uout_sent &&
+                    c->resp.out_framing != LB_FRAMING_CLOSE;
+    if (!c->req_done)
+        c->keep_alive = false; /* the rest of the request body is unread */
+    lb_proxy_release(c, reusable);
+    c->backend = NULL;
+    lb_buf_consume(&c->uout, lb_buf_len(&c->uout));
+    lb_buf_consume(&c->uin, lb_buf_len(&c->uin));
+    if (!c->keep_alive || c->w->draining) {
+        c->state = CONN_CLOSING;
+        return STEP_PROGRESS;
+    }
+    lb_http_parser_next(&c->req);
+    c->state = CONN_READ_HEAD;
+    c->log_method_len = c->log_target_len = 0;
+    c->t_start = lb_buf_len(&c->cin) > 0 ? now_of(c) : 0;
+    c->client_activity = now_of(c);
+    return STEP_PROGRESS;
+}
+
+enum lb_step lb_proxy_step(struct lb_conn *c)
+{
+    enum lb_step s;
+    bool moved = false;
+    if (c->state == CONN_CONNECT) {
+        int err = lb_upstream_connect_result(c->up);
+        if (err == EINPROGRESS)
+            return STEP_IDLE;
+        if (err != 0)
+            return lb_proxy_upstream_failed(c, FAIL_CONNECT, strerror(err));
+        c->up_connecting = false;
+        c->t_connected = c->upstream_activity = now_of(c);
+        c->state = CONN_PROXY;
+    }
+    if ((s = move_request_body(c)) == STEP_GONE || c->state != CONN_PROXY)
+        return s;
+    moved |= s == STEP_PROGRESS;
+    if ((s = send_upstream(c)) == STEP_GONE || c->state != CONN_PROXY)
+        return s;
+    moved |= s == STEP_PROGRESS;
+    if ((s = read_upstream(c)) == STEP_GONE || c->state != CONN_PROXY)
+        return s;
+    moved |= s == STEP_PROGRESS;
+    if ((s = move_response(c)) == STEP_GONE || c->state != CONN_PROXY)
+        return s;
+    moved |= s == STEP_PROGRESS;
+    if ((s = lb_conn_flush(c)) == STEP_GONE)
+        return s;
+    moved |= s == STEP_PROGRESS;
+    if (c->resp_done && (c->req_done || lb_buf_len(&c->cout) == 0))
+        return finish_exchange(c);
+    return moved ? STEP_PROGRESS : STEP_IDLE;
+}
+
+/* One direction of a tunnel: from's bytes in `b` to `to_fd`, then more from
+ * `from_fd`. *eof records that `from` closed; its close is passed on. */
+static enum lb_step tunnel_direction(struct lb_conn *c, int from_fd, int to_fd, struct lb_buf *b,
+                                     bool *eof, bool *shut, ev_tstamp *activity)
+{
+    enum lb_step s = STEP_IDLE;
+    if (lb_buf_len(b) > 0) {
+        switch (lb_io_flush(to_fd, b)) {
+        case LB_IO_OK:
+            s = STEP_PROGRESS;
+            break;
+        case LB_IO_AGAIN:
+            break;
+        default:
+            lb_conn_destroy(c);
+            return STEP_GONE;
+        }
+    }
+    if (!*eof) {
+        switch (lb_io_read(from_fd, b)) {
+        case LB_IO_OK:
+            *activity = now_of(c);
+            s = STEP_PROGRESS;
+            break;
+        case LB_IO_EOF:
+            *eof = true;
+            s = STEP_PROGRESS;
+            break;
+        case LB_IO_AGAIN:
+            break;
+        default:
+            lb_conn_destroy(c);
+            return STEP_GONE;
+        }
+    }
+    if (*eof && lb_buf_len(b) == 0 && !*shut) {
+        shutdown(to_fd, SHUT_WR); /* half-close travels through the tunnel */
+        *shut = true;
+    }
+    return s;
+}
+
+enum lb_step lb_proxy_tunnel_step(struct lb_conn *c)
+{
+    /* The 101 head (and responses before it) leave first. */
+    enum lb_step s = lb_conn_flush(c);
+    if (s == STEP_GONE)
+        return s;
+    if (lb_buf_len(&c->cout) > 0)
+        return s;
+    enum lb_step up = tunnel_direction(c, c->fd, c->up->fd, &c->cin, &c->client_eof,
+                                       &c->upstream_shut, &c->client_activity);
+    if (up == STEP_GONE)
+        return up;
+    enum lb_step down = tunnel_direction(c, c->up->fd, c->fd, &c->uin, &c->upstream_eof,
+                                         &c->client_shut, &c->upstream_activity);
+    if (down == STEP_GONE)
+        return down;
+    if (c->upstream_shut && c->client_shut) {
+        lb_conn_destroy(c);
+        return STEP_GONE;
+    }
+    return (up == STEP_PROGRESS || down == STEP_PROGRESS) ? STEP_PROGRESS : STEP_IDLE;
+}
