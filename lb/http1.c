@@ -110,6 +110,37 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len)
     return check_head_size(p, at, len);
 }
 
+/* RFC 9110 5.6.2 token characters. */
+static bool is_tchar(unsigned char ch)
+{
+    if (ch >= 'a' && ch <= 'z') return true;
+    if (ch >= 'A' && ch <= 'Z') return true;
+    if (ch >= '0' && ch <= '9') return true;
+    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
+}
+
+/* Rules llhttp 8.1 does not enforce itself (empty or non-token names such as
+ * "Host " before the colon, obs-fold, CR or NUL in values): checked here so
+ * lb is strict whatever llhttp it is built with. */
+static int validate_fields(struct lb_http_parser *p)
+{
+    const struct lb_http_head *h = &p->head;
+    for (unsigned i = 0; i < h->n_headers; i++) {
+        const struct lb_header *hd = &h->headers[i];
+        if (hd->name.len == 0)
+            return -1;
+        for (uint32_t k = 0; k < hd->name.len; k++)
+            if (!is_tchar((unsigned char)p->in->data[hd->name.off + k]))
+                return -1;
+        for (uint32_t k = 0; k < hd->value.len; k++) {
+            unsigned char ch = (unsigned char)p->in->data[hd->value.off + k];
+            if (ch == '\r' || ch == '\n' || ch == 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *ll)
 {
     struct lb_http_parser *p = parser_of(ll);
@@ -123,6 +154,8 @@ static int on_headers_complete(llhttp_t *ll)
     h->content_length = h->has_content_length ? ll->content_length : 0;
     h->upgrade = ll->upgrade != 0;
     h->keep_alive = llhttp_should_keep_alive(ll) != 0;
+    if (validate_fields(p) < 0)
+        return fail(p, p->type == LB_HTTP_REQUEST ? 400 : 502, "malformed header field");
     for (unsigned i = 0; i < h->n_headers; i++) { /* llhttp keeps trailing whitespace */
         struct lb_slice *v = &h->headers[i].value;
         while (v->len > 0 && (p->in->data[v->off + v->len - 1] == ' ' ||
