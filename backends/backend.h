@@ -64,17 +64,17 @@ enum be_route {
 
 struct be_request {
     enum be_route route;
-    int error_status;  /* BE_ROUTE_ERROR: 400, 405, 413 */
+    int error_status; /* BE_ROUTE_ERROR: 400, 405, 413 */
     const char *error_text;
-    bool reject_now;   /* BE_ROUTE_ERROR: answer before the body, then close */
-    bool is_head;      /* HEAD: the answer's headers without its body */
-    bool keep_alive;   /* the client allows another request after this one */
-    bool http10;       /* HTTP/1.0: no chunked answers, explicit keep-alive */
-    uint64_t number;   /* /bytes n, /delay ms, /status code */
-    bool chunked;      /* /bytes?chunked=1 */
-    bool state_up;     /* /admin/health?state= */
+    bool reject_now;     /* BE_ROUTE_ERROR: answer before the body, then close */
+    bool is_head;        /* HEAD: the answer's headers without its body */
+    bool keep_alive;     /* the client allows another request after this one */
+    bool http10;         /* HTTP/1.0: no chunked answers, explicit keep-alive */
+    uint64_t number;     /* /bytes n, /delay ms, /status code */
+    bool chunked;        /* /bytes?chunked=1 */
+    bool state_up;       /* /admin/health?state= */
     uint64_t body_bytes; /* request body bytes, once read */
-    bool has_sid;      /* a well-formed sid cookie came in */
+    bool has_sid;        /* a well-formed sid cookie came in */
     char sid[BE_SID_HEX + 1];
     /* --log only */
     char method[16];
@@ -121,12 +121,12 @@ struct be_conn {
 
     /* Streamed answer body, after `out`. */
     enum be_stream_kind stream;
-    const char *seg;      /* next bytes to write after `out` */
+    const char *seg; /* next bytes to write after `out` */
     size_t seg_len;
     uint64_t stream_left; /* BE_STREAM_BYTES: pattern bytes not yet in a segment */
     uint64_t stream_pos;  /* BE_STREAM_BYTES: body offset, picks the pattern phase */
     bool stream_chunked;
-    bool stream_started;  /* a chunk was already sent: the next needs a CRLF first */
+    bool stream_started; /* a chunk was already sent: the next needs a CRLF first */
 };
 
 /* backend_conn.c */

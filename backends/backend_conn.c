@@ -304,8 +304,7 @@ static void on_head(struct be_conn *c)
         /* Answer without reading the body, then close: the client may still be
          * sending it, which the linger drains. */
         c->close_after = true;
-        be_conn_respond(c, c->req.error_status, NULL, c->req.error_text,
-                        strlen(c->req.error_text));
+        be_conn_respond(c, c->req.error_status, NULL, c->req.error_text, strlen(c->req.error_text));
         c->state = BE_ST_CLOSING;
         return;
     }
@@ -421,9 +420,8 @@ static bool conn_process(struct be_conn *c)
 static void update_events(struct be_conn *c)
 {
     int events = 0;
-    bool reading = c->state == BE_ST_LINGER ||
-                   (!c->read_eof && c->state != BE_ST_CLOSING &&
-                    (lb_buf_room(&c->in) > 0 || c->in.head > 0));
+    bool reading = c->state == BE_ST_LINGER || (!c->read_eof && c->state != BE_ST_CLOSING &&
+                                                (lb_buf_room(&c->in) > 0 || c->in.head > 0));
     if (reading)
         events |= EV_READ;
     if (lb_buf_len(&c->out) > 0 || c->seg_len > 0 || c->stream != BE_STREAM_NONE)

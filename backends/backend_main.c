@@ -43,8 +43,7 @@ static void usage(FILE *f)
 }
 
 /* Splits "host:port" or "[v6]:port". Returns 0, or -1 if malformed. */
-static int split_address(const char *text, char *host, size_t host_cap, char *port,
-                         size_t port_cap)
+static int split_address(const char *text, char *host, size_t host_cap, char *port, size_t port_cap)
 {
     const char *colon, *h = text;
     size_t hlen;
@@ -196,11 +195,21 @@ int main(int argc, char **argv)
     int opt;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         switch (opt) {
-        case 'l': listen_arg = optarg; break;
-        case 'i': id_arg = optarg; break;
-        case 'L': log = true; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'l':
+            listen_arg = optarg;
+            break;
+        case 'i':
+            id_arg = optarg;
+            break;
+        case 'L':
+            log = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!listen_arg || optind != argc) {
