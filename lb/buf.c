@@ -50,21 +50,16 @@ int lb_buf_append(struct lb_buf *buf, const void *src, size_t n)
 
 int lb_buf_printf(struct lb_buf *buf, const char *fmt, ...)
 {
+    /* Formatted through a small stack buffer: vsnprintf needs a byte for its
+     * terminator, which would make text that exactly fills `buf` fail. */
+    char text[LB_BUF_PRINTF_MAX];
     va_list ap;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        size_t room = lb_buf_room(buf);
-        va_start(ap, fmt);
-        int n = vsnprintf(lb_buf_end(buf), room, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return -1;
-        if ((size_t)n < room) {
-            buf->tail += (size_t)n;
-            return 0;
-        }
-        lb_buf_compact(buf);
-    }
-    return -1;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(text))
+        return -1;
+    return lb_buf_append(buf, text, (size_t)n);
 }
 
 int lb_buf_cache_init(struct lb_buf_cache *cache, size_t block_size, size_t keep)

@@ -58,8 +58,10 @@ void lb_buf_compact(struct lb_buf *buf);
  * (nothing is written then). */
 int lb_buf_append(struct lb_buf *buf, const void *src, size_t n);
 
-/* Appends printf-formatted text. Returns 0, or -1 when it does not fit
- * (nothing is written then). */
+#define LB_BUF_PRINTF_MAX 1024
+
+/* Appends printf-formatted text of less than LB_BUF_PRINTF_MAX bytes.
+ * Returns 0, or -1 when it does not fit (nothing is written then). */
 int lb_buf_printf(struct lb_buf *buf, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -34,13 +34,19 @@ class Backend:
             [BIN, "--listen", "127.0.0.1:0", "--id", ID],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.stderr = b""
-        line = self._ready_line(10.0)
-        m = re.match(rb"lb-backend (\S+) listening on 127\.0\.0\.1:(\d+)$", line)
-        if not m:
-            raise RuntimeError("unexpected ready line: %r" % line)
-        if m.group(1).decode() != ID:
-            raise RuntimeError("ready line names %r, not %r" % (m.group(1), ID))
-        self.port = int(m.group(2))
+        try:
+            line = self._ready_line(10.0)
+            m = re.match(rb"lb-backend (\S+) listening on 127\.0\.0\.1:(\d+)$", line)
+            if not m:
+                raise RuntimeError("unexpected ready line: %r" % line)
+            if m.group(1).decode() != ID:
+                raise RuntimeError("ready line names %r, not %r" % (m.group(1), ID))
+            self.port = int(m.group(2))
+        except BaseException:
+            if self.proc.poll() is None:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+            raise
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _ready_line(self, timeout):

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds lb with AddressSanitizer + UndefinedBehavior-
+# Sanitizer in build-asan, and runs every test (unit and end-to-end) with ctest.
+# Extra arguments go to ctest, e.g. `scripts/test.sh -L unit` or `-R config`.
+# Exits with ctest's status. Safe to run again and again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+
+cmake -S . -B build-asan -DLB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug --log-level=WARNING
+cmake --build build-asan -j2
+
+# LeakSanitizer needs to stop the process's threads with ptrace; some
+# sandboxes and containers forbid that, and then every test would fail with
+# "LeakSanitizer has encountered a fatal error". Check it on a program that
+# leaks on purpose, and run without leak checks (saying so) when it is broken.
+detect_leaks=1
+cc=$(sed -n 's/^CMAKE_C_COMPILER:[A-Z]*=//p' build-asan/CMakeCache.txt)
+probe=$(mktemp -d)
+trap 'rm -rf "$probe"' EXIT
+printf '#include <stdlib.h>\nvoid *volatile p;\nint main(void) { p = malloc(7); p = 0; return 0; }\n' >"$probe/leak.c"
+if "${cc:-cc}" -fsanitize=address -g "$probe/leak.c" -o "$probe/leak" 2>"$probe/cc.log"; then
+  ASAN_OPTIONS=detect_leaks=1 "$probe/leak" >"$probe/run.log" 2>&1 || true
+  if ! grep -q 'LeakSanitizer: detected memory leaks' "$probe/run.log"; then
+    detect_leaks=0
+    echo "test.sh: warning: LeakSanitizer does not work here (ptrace restricted?):" \
+      "running without leak checks. Its output was:" >&2
+    sed -n '1,5s/^/  /p' "$probe/run.log" >&2
+  fi
+else
+  echo "test.sh: warning: cannot build a LeakSanitizer probe with ${cc:-cc}:" >&2
+  sed -n '1,5s/^/  /p' "$probe/cc.log" >&2
+fi
+
+export ASAN_OPTIONS="detect_leaks=$detect_leaks${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+
+status=0
+ctest --test-dir build-asan --output-on-failure "$@" || status=$?
+exit "$status"
