@@ -21,7 +21,7 @@
 #define LINGER_SECONDS 2.0
 
 static void conn_run(struct lb_conn *c);
-static void on_client_io(struct ev_loop *loop, ev_io *io, int revents);
+static void on_io(struct ev_loop *loop, ev_io *io, int revents);
 
 static ev_tstamp now_of(const struct lb_conn *c)
 {
@@ -223,7 +223,7 @@ void lb_conn_accept(struct lb_worker *w, int fd, const struct sockaddr *peer, so
     w->conns = c;
     w->connections++;
 
-    ev_io_init(&c->io, on_client_io, fd, 0);
+    ev_io_init(&c->io, on_io, fd, 0);
     c->io.data = c;
     ev_init(&c->timer, on_timer);
     c->timer.data = c;
@@ -446,17 +446,9 @@ static void conn_run(struct lb_conn *c)
     update_watchers(c);
 }
 
-static void on_client_io(struct ev_loop *loop, ev_io *io, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct lb_conn *c = io->data;
-    assert(c->magic == LB_CONN_MAGIC);
-    conn_run(c);
-}
-
-/* Server sockets share the client's state machine: any event runs it. */
-static void on_upstream_io(struct ev_loop *loop, ev_io *io, int revents)
+/* Client and server sockets of a connection share one driver: any event
+ * runs the state machine, which looks at both. */
+static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
     (void)revents;
@@ -467,7 +459,7 @@ static void on_upstream_io(struct ev_loop *loop, ev_io *io, int revents)
 
 void lb_conn_watch_upstream(struct lb_conn *c)
 {
-    ev_io_init(&c->up->io, on_upstream_io, c->up->fd, 0);
+    ev_io_init(&c->up->io, on_io, c->up->fd, 0);
     c->up->io.data = c;
 }
 

@@ -13,8 +13,6 @@ enum phase {
 
 enum last_cb { CB_NONE, CB_FIELD, CB_VALUE };
 
-/* Room kept in `out` for chunk framing lb adds around a piece of body. */
-#define FRAMING_MARGIN 32
 
 static struct lb_http_parser *parser_of(llhttp_t *ll)
 {
@@ -356,13 +354,14 @@ enum lb_http_status lb_http_parse(struct lb_http_parser *p, struct lb_buf *in,
     }
     size_t len = lb_buf_len(in);
     if (p->out_framing != LB_FRAMING_NONE && p->out_framing != LB_FRAMING_DISCARD) {
-        if (lb_buf_room(out) < FRAMING_MARGIN + 1)
+        size_t margin = p->out_framing == LB_FRAMING_CHUNKED ? LB_HTTP_CHUNK_MARGIN : 0;
+        if (lb_buf_room(out) < margin + 1)
             lb_buf_compact(out);
         size_t room = lb_buf_room(out);
-        if (room < FRAMING_MARGIN + 1)
+        if (room < margin + 1)
             return LB_HTTP_AGAIN;
-        if (len > room - FRAMING_MARGIN)
-            len = room - FRAMING_MARGIN;
+        if (len > room - margin)
+            len = room - margin;
     }
     if (len == 0 && !resumed)
         return LB_HTTP_AGAIN;

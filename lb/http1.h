@@ -19,6 +19,10 @@
 
 #define LB_HTTP_MAX_HEADERS 128
 
+/* Room lb_http_parse() keeps free in `out` when re-chunking, for the chunk
+ * size line and CRLFs it adds around a piece of body. */
+#define LB_HTTP_CHUNK_MARGIN 32
+
 enum lb_http_type { LB_HTTP_REQUEST, LB_HTTP_RESPONSE };
 
 /* How a message body is written into the output buffer. */
@@ -57,7 +61,8 @@ struct lb_http_head {
     bool keep_alive; /* the sender allows another message on this connection */
     bool upgrade;    /* request: asks for Upgrade; response: 101 switching */
     bool has_body;   /* a body follows (length > 0, chunked or until close) */
-    uint32_t size;   /* bytes of the head, request/status line to the empty line */
+    uint32_t size;   /* bytes of the head: in->data[0, size), empty lines llhttp
+                        skips before the request line included */
 };
 
 struct lb_http_limits {
@@ -67,7 +72,8 @@ struct lb_http_limits {
 };
 
 enum lb_http_status {
-    LB_HTTP_AGAIN, /* needs more input, or more room in `out` */
+    LB_HTTP_AGAIN, /* needs more input, or more room in `out` (all input was
+                      taken when `in` is empty) */
     LB_HTTP_HEAD,  /* the head is complete: read parser->head */
     LB_HTTP_DONE,  /* the message is complete (head.upgrade: the rest is a tunnel) */
     LB_HTTP_ERROR, /* parser->error_status and parser->error_text say why */

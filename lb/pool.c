@@ -70,24 +70,26 @@ void lb_pool_destroy(struct lb_pool *pool)
     pool->slots = NULL;
 }
 
+static void drop_idle(struct lb_upstream *up)
+{
+    unlink_idle(up->pool, up);
+    lb_upstream_close(up);
+}
+
 /* An idle connection became readable: the server closed it, or sent bytes
  * nobody asked for. Either way it can no longer be used. */
 static void on_idle_readable(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
-    struct lb_upstream *up = w->data;
-    unlink_idle(up->pool, up);
-    lb_upstream_close(up);
+    drop_idle(w->data);
 }
 
 static void on_idle_expired(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    struct lb_upstream *up = w->data;
-    unlink_idle(up->pool, up);
-    lb_upstream_close(up);
+    drop_idle(w->data);
 }
 
 struct lb_upstream *lb_pool_take(struct lb_pool *pool, const struct lb_backend *backend,
