@@ -540,6 +540,9 @@ static int parse_server(struct parser *p, struct lb_backend *b, size_t pos, yaml
     s->index = (unsigned)pos;
     s->line = line_of(node);
     atomic_init(&s->active, 0);
+    atomic_init(&s->up, true);
+    atomic_init(&s->up_since_ms, 0);
+    atomic_init(&s->ejected_until_ms, 0);
     if (walk_map(p, node, "server", server_fields, s) < 0)
         return -1;
     if (s->address.len == 0)

@@ -27,6 +27,10 @@ struct lb_server {
     unsigned index;     /* position in its backend's list */
     int line;           /* where it is defined */
     atomic_int active;  /* requests in flight to it, all workers together */
+    /* Health, written only by health.c, read by every worker (see health.h). */
+    atomic_bool up;                       /* passes its active checks */
+    atomic_uint_fast64_t up_since_ms;     /* monotonic ms it came up, for slow start */
+    atomic_uint_fast64_t ejected_until_ms;/* passive ejection ends; 0 = not ejected */
 };
 
 struct lb_backend {
