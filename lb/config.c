@@ -21,6 +21,7 @@
 #define MAX_CONFIG_BYTES (16u << 20)
 #define DURATION_MAX (365.0 * 86400.0) /* anything longer is a typo */
 #define DURATION_MAX_DIGITS 15         /* exact in a double */
+#define MAX_QUEUE 1000000              /* max_conns and queue lengths */
 
 struct parser {
     yaml_document_t doc;
@@ -330,6 +331,17 @@ static void *dest(const struct field *f, void *obj)
     return (char *)obj + f->offset;
 }
 
+/* Replaces the string at f->offset with a copy of text. */
+static int set_string(struct parser *p, const struct field *f, yaml_node_t *value, void *obj,
+                      const char *text)
+{
+    char **slot = dest(f, obj);
+    free(*slot);
+    if (!(*slot = strdup(text)))
+        return fail(p, value, "out of memory");
+    return 0;
+}
+
 static int field_map(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
 {
     return walk_map(p, value, f->key, f->sub, dest(f, obj));
@@ -477,6 +489,7 @@ static const struct field timeout_fields[] = {
     FIELD("client_idle", field_duration, struct lb_timeouts, client_idle, 1, 0),
     FIELD("server", field_duration, struct lb_timeouts, server, 1, 0),
     FIELD("drain", field_duration, struct lb_timeouts, drain, 0, 0),
+    FIELD("queue", field_duration, struct lb_timeouts, queue, 1, 0),
     {0},
 };
 
@@ -530,6 +543,7 @@ static const struct field server_fields[] = {
     FIELD("address", field_address, struct lb_server, address, 0, 0),
     FIELD("weight", field_unsigned, struct lb_server, weight, 1, 1000),
     FIELD("id", field_name, struct lb_server, id, 0, 0),
+    FIELD("max_conns", field_unsigned, struct lb_server, max_conns, 0, MAX_QUEUE),
     {0},
 };
 
@@ -543,6 +557,9 @@ static int parse_server(struct parser *p, struct lb_backend *b, size_t pos, yaml
     atomic_init(&s->up, true);
     atomic_init(&s->up_since_ms, 0);
     atomic_init(&s->ejected_until_ms, 0);
+    atomic_init(&s->passive_failures, 0);
+    atomic_init(&s->ejections, 0);
+    atomic_init(&s->passive_logged_ms, 0);
     if (walk_map(p, node, "server", server_fields, s) < 0)
         return -1;
     if (s->address.len == 0)
@@ -589,13 +606,173 @@ static int field_balance(struct parser *p, const struct field *f, yaml_node_t *v
     return 0;
 }
 
+/* ---- health, passive detection, retries -------------------------------- */
+
+/* Text that goes into a request line or a header: printable ASCII without
+ * spaces, so a config can never inject a header or split the request. */
+static int check_header_text(struct parser *p, const struct field *f, yaml_node_t *node,
+                             const char *text, size_t max_len)
+{
+    if (strlen(text) > max_len)
+        return fail(p, node, "%s: longer than %zu characters", f->key, max_len);
+    for (const char *c = text; *c; c++)
+        if (*c <= ' ' || *c > '~')
+            return fail(p, node, "%s: '%.64s' must be printable ASCII without spaces", f->key,
+                        text);
+    return 0;
+}
+
+static int field_health_path(struct parser *p, const struct field *f, yaml_node_t *value,
+                             void *obj)
+{
+    const char *text = scalar(p, value, f->key);
+    if (!text || check_header_text(p, f, value, text, LB_HEALTH_MAX_PATH) < 0)
+        return -1;
+    if (text[0] != '/')
+        return fail(p, value, "path: '%.64s' must start with '/'", text);
+    return set_string(p, f, value, obj, text);
+}
+
+static int field_health_host(struct parser *p, const struct field *f, yaml_node_t *value,
+                             void *obj)
+{
+    const char *text = scalar(p, value, f->key);
+    if (!text || check_header_text(p, f, value, text, LB_HEALTH_MAX_HOST) < 0)
+        return -1;
+    return set_string(p, f, value, obj, text);
+}
+
+/* One of two words: *(bool *)dest = (text == yes). */
+static int parse_choice(struct parser *p, const struct field *f, yaml_node_t *value, void *obj,
+                        const char *yes, const char *no)
+{
+    const char *text = scalar(p, value, f->key);
+    if (!text)
+        return -1;
+    if (strcmp(text, yes) != 0 && strcmp(text, no) != 0)
+        return fail(p, value, "%s: expected %s or %s, got '%.64s'", f->key, yes, no, text);
+    *(bool *)dest(f, obj) = strcmp(text, yes) == 0;
+    return 0;
+}
+
+static int field_bool(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
+{
+    return parse_choice(p, f, value, obj, "true", "false");
+}
+
+static int field_health_initial(struct parser *p, const struct field *f, yaml_node_t *value,
+                                void *obj)
+{
+    return parse_choice(p, f, value, obj, "up", "down");
+}
+
+static int field_health_type(struct parser *p, const struct field *f, yaml_node_t *value,
+                             void *obj)
+{
+    struct lb_health_config *h = obj;
+    const char *text = scalar(p, value, f->key);
+    if (!text)
+        return -1;
+    if (strcmp(text, "http") == 0)
+        h->type = LB_HEALTH_HTTP;
+    else if (strcmp(text, "tcp") == 0)
+        h->type = LB_HEALTH_TCP;
+    else
+        return fail(p, value, "type: expected http or tcp, got '%.64s'", text);
+    return 0;
+}
+
+static const struct field health_fields[] = {
+    {"type", field_health_type, 0, 0, 0, NULL},
+    FIELD("path", field_health_path, struct lb_health_config, path, 0, 0),
+    FIELD("host", field_health_host, struct lb_health_config, host, 0, 0),
+    FIELD("interval", field_duration, struct lb_health_config, interval, 1, 0),
+    FIELD("timeout", field_duration, struct lb_health_config, timeout, 1, 0),
+    FIELD("rise", field_unsigned, struct lb_health_config, rise, 1, 100),
+    FIELD("fall", field_unsigned, struct lb_health_config, fall, 1, 100),
+    FIELD("expect", field_unsigned, struct lb_health_config, expect, 100, 599),
+    FIELD("initial", field_health_initial, struct lb_health_config, initial_up, 0, 0),
+    {0},
+};
+
+/* `health` present turns active checks on (http unless `type` says tcp). */
+static int field_health(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
+{
+    struct lb_backend *b = obj;
+    struct lb_health_config *h = &b->health;
+    h->type = LB_HEALTH_HTTP;
+    if (walk_map(p, value, f->key, health_fields, h) < 0)
+        return -1;
+    if (!h->path && !(h->path = strdup("/health")))
+        return fail(p, value, "out of memory");
+    return 0;
+}
+
+static const struct field passive_fields[] = {
+    FIELD("failures", field_unsigned, struct lb_passive_config, failures, 0, 1000),
+    FIELD("base_ejection", field_duration, struct lb_passive_config, base_ejection, 1, 0),
+    FIELD("max_ejection", field_duration, struct lb_passive_config, max_ejection, 1, 0),
+    FIELD("max_ejected_percent", field_unsigned, struct lb_passive_config, max_ejected_percent, 0,
+          100),
+    FIELD("on_5xx", field_bool, struct lb_passive_config, on_5xx, 0, 0),
+    {0},
+};
+
+static int field_passive(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
+{
+    struct lb_backend *b = obj;
+    if (walk_map(p, value, f->key, passive_fields, &b->passive) < 0)
+        return -1;
+    if (b->passive.max_ejection < b->passive.base_ejection)
+        return fail(p, value, "passive: max_ejection (%gs) is shorter than base_ejection (%gs)",
+                    b->passive.max_ejection, b->passive.base_ejection);
+    return 0;
+}
+
+static const struct field retry_budget_fields[] = {
+    FIELD("percent", field_unsigned, struct lb_retry_budget, percent, 0, 100),
+    FIELD("min_per_second", field_unsigned, struct lb_retry_budget, min_per_second, 0, 1000000),
+    {0},
+};
+
 static const struct field backend_fields[] = {
     {"balance", field_balance, 0, 0, 0, NULL},
     {"servers", field_servers, 0, 0, 0, NULL},
     FIELD("keepalive", field_unsigned, struct lb_backend, keepalive, 0, 65536),
     FIELD("keepalive_timeout", field_duration, struct lb_backend, keepalive_timeout, 1, 0),
+    {"health", field_health, 0, 0, 0, NULL},
+    FIELD("slow_start", field_duration, struct lb_backend, slow_start, 0, 0),
+    {"passive", field_passive, 0, 0, 0, NULL},
+    FIELD("retries", field_unsigned, struct lb_backend, retries, 0, LB_MAX_TRIED - 1),
+    {"retry_budget", field_map, offsetof(struct lb_backend, retry_budget), 0, 0,
+     retry_budget_fields},
+    FIELD("queue", field_unsigned, struct lb_backend, queue, 0, MAX_QUEUE),
     {0},
 };
+
+/* Defaults of a backend before its keys are read. */
+static void backend_defaults(struct lb_backend *b)
+{
+    b->balance = lb_balancer_find("roundrobin");
+    b->keepalive = 32;
+    b->keepalive_timeout = 60;
+    b->health = (struct lb_health_config){.type = LB_HEALTH_NONE,
+                                          .interval = 1,
+                                          .timeout = 0.5,
+                                          .rise = 2,
+                                          .fall = 3,
+                                          .expect = 200,
+                                          .initial_up = true};
+    b->slow_start = 0;
+    b->passive = (struct lb_passive_config){.failures = 5,
+                                            .base_ejection = 10,
+                                            .max_ejection = 300,
+                                            .max_ejected_percent = 50,
+                                            .on_5xx = false};
+    b->retries = 2;
+    b->retry_budget = (struct lb_retry_budget){.percent = 20, .min_per_second = 3};
+    b->queue = 100;
+}
 
 static int field_backends(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
 {
@@ -618,31 +795,22 @@ static int field_backends(struct parser *p, const struct field *f, yaml_node_t *
             return -1;
         strcpy(b->name, text);
         b->line = line_of(name);
-        b->balance = lb_balancer_find("roundrobin");
-        b->keepalive = 32;
-        b->keepalive_timeout = 60;
+        backend_defaults(b);
         char what[80];
         snprintf(what, sizeof what, "backend '%s'", b->name);
         if (walk_map(p, body, what, backend_fields, b) < 0)
             return -1;
         if (!b->servers)
             return fail(p, name, "backend '%s': 'servers' is required", b->name);
+        /* Without active checks nothing could ever bring a server up. */
+        bool up = b->health.type == LB_HEALTH_NONE || b->health.initial_up;
+        for (size_t k = 0; k < b->n_servers; k++)
+            atomic_store(&b->servers[k].up, up);
     }
     return 0;
 }
 
 /* ---- routes ------------------------------------------------------------- */
-
-/* Replaces the string at f->offset with a copy of text. */
-static int set_string(struct parser *p, const struct field *f, yaml_node_t *value, void *obj,
-                      const char *text)
-{
-    char **slot = dest(f, obj);
-    free(*slot);
-    if (!(*slot = strdup(text)))
-        return fail(p, value, "out of memory");
-    return 0;
-}
 
 static int field_route_host(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
 {
@@ -740,7 +908,8 @@ static struct lb_config *config_new(const char *name)
         return NULL;
     cfg->workers = online_cores();
     cfg->timeouts = (struct lb_timeouts){
-        .connect = 2, .client_header = 10, .client_idle = 60, .server = 30, .drain = 10};
+        .connect = 2, .client_header = 10, .client_idle = 60, .server = 30, .drain = 10,
+        .queue = 2};
     cfg->limits = (struct lb_limits){.max_connections = 10000,
                                      .max_header_size = 16u << 10,
                                      .max_uri_size = 8u << 10,
@@ -888,8 +1057,11 @@ void lb_config_free(struct lb_config *cfg)
 {
     if (!cfg)
         return;
-    for (size_t i = 0; i < cfg->n_backends; i++)
+    for (size_t i = 0; i < cfg->n_backends; i++) {
         free(cfg->backends[i].servers);
+        free(cfg->backends[i].health.path);
+        free(cfg->backends[i].health.host);
+    }
     for (size_t i = 0; i < cfg->n_routes; i++) {
         free(cfg->routes[i].host);
         free(cfg->routes[i].path_prefix);

@@ -24,13 +24,60 @@ struct lb_server {
     struct lb_address address;
     char id[64];        /* stable name; default: the address text */
     unsigned weight;    /* 1..1000, default 1 */
+    unsigned max_conns; /* requests in flight at once, all workers; 0 = unlimited (default) */
     unsigned index;     /* position in its backend's list */
     int line;           /* where it is defined */
     atomic_int active;  /* requests in flight to it, all workers together */
-    /* Health, written only by health.c, read by every worker (see health.h). */
+    /* Health, written only by health.c, read by every worker (see health.h).
+     * config.c only sets the initial values: up = the backend's health.initial
+     * (true without active checks), the rest 0. */
     atomic_bool up;                       /* passes its active checks */
-    atomic_uint_fast64_t up_since_ms;     /* monotonic ms it came up, for slow start */
+    atomic_uint_fast64_t up_since_ms;     /* monotonic ms it came up, for slow start;
+                                             0 = up since lb started (no ramp) */
     atomic_uint_fast64_t ejected_until_ms;/* passive ejection ends; 0 = not ejected */
+    atomic_uint passive_failures;         /* consecutive failures reported on real traffic */
+    atomic_uint ejections;                /* times ejected so far (decays while healthy) */
+    atomic_uint_fast64_t passive_logged_ms; /* rate limit of "cannot eject" log lines */
+};
+
+/* Active health checks of a backend's servers (the `health` key). */
+enum lb_health_type {
+    LB_HEALTH_NONE, /* no `health` key: no active checks, servers stay up */
+    LB_HEALTH_HTTP, /* GET path, status must equal expect (default when `health` is given) */
+    LB_HEALTH_TCP,  /* a connect that succeeds */
+};
+
+#define LB_HEALTH_MAX_PATH 1024
+#define LB_HEALTH_MAX_HOST 255
+
+struct lb_health_config {
+    enum lb_health_type type; /* LB_HEALTH_NONE unless `health` is given; then http */
+    char *path;               /* default "/health"; starts with '/', printable, no spaces */
+    char *host;               /* Host header; NULL (default) = the server's address text */
+    double interval;          /* seconds between check starts, default 1 */
+    double timeout;           /* seconds a whole check may take, default 0.5 */
+    unsigned rise;            /* consecutive successes that bring a server up, 1..100, default 2 */
+    unsigned fall;            /* consecutive failures that bring it down, 1..100, default 3 */
+    unsigned expect;          /* status an http check wants, 100..599, default 200 */
+    bool initial_up;          /* state before any check: `initial: up` (default) or down */
+};
+
+/* Passive detection on real traffic (the `passive` key), as Envoy's outlier
+ * detection: `failures` consecutive failures eject a server for
+ * base_ejection * 2^(times ejected so far), at most max_ejection. */
+struct lb_passive_config {
+    unsigned failures;            /* 0 = off; default 5 */
+    double base_ejection;         /* seconds, default 10 */
+    double max_ejection;          /* seconds, default 300; >= base_ejection */
+    unsigned max_ejected_percent; /* of the backend's servers ejected at once, 0..100, default 50 */
+    bool on_5xx;                  /* a 5xx response counts as a failure; default false */
+};
+
+/* Retries may add at most `percent` of the backend's requests over a window,
+ * but `min_per_second` are always allowed (the `retry_budget` key). */
+struct lb_retry_budget {
+    unsigned percent;        /* 0..100, default 20 */
+    unsigned min_per_second; /* default 3 */
 };
 
 struct lb_backend {
@@ -40,6 +87,12 @@ struct lb_backend {
     size_t n_servers;
     unsigned keepalive;            /* idle pooled connections per server and worker, default 32 */
     double keepalive_timeout;      /* seconds an idle pooled connection is kept, default 60 */
+    struct lb_health_config health;
+    double slow_start;             /* seconds a server coming up ramps its weight; 0 = off (default) */
+    struct lb_passive_config passive;
+    unsigned retries;              /* further servers tried for one request, 0..7, default 2 */
+    struct lb_retry_budget retry_budget;
+    unsigned queue;                /* requests waiting for a server under max_conns, default 100 */
     int line;
 };
 
@@ -61,6 +114,7 @@ struct lb_timeouts {           /* seconds */
     double client_idle;        /* between keep-alive requests; also client send, default 60 */
     double server;             /* waiting for response bytes, default 30 */
     double drain;              /* graceful shutdown, default 10 */
+    double queue;              /* longest wait in a backend's queue (max_conns), default 2 */
 };
 
 struct lb_limits {

@@ -1,4 +1,5 @@
 #include "http1.h"
+#include "http_validate.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -54,6 +55,7 @@ static int on_message_begin(llhttp_t *ll)
     p->phase = PHASE_HEAD;
     p->last_cb = CB_NONE;
     p->body_bytes = 0;
+    p->extra_bytes = 0;
     p->in_chunk = false;
     return 0;
 }
@@ -78,14 +80,41 @@ static int on_status(llhttp_t *ll, const char *at, size_t len)
 {
     struct lb_http_parser *p = parser_of(ll);
     extend(p, &p->head.reason, at, len);
+    if (memchr(at, '\r', len))
+        return fail(p, 502, "bare CR in the status line");
     return check_head_size(p, at, len);
+}
+
+static int error_status(const struct lb_http_parser *p)
+{
+    return p->type == LB_HTTP_REQUEST ? 400 : 502;
+}
+
+/* Trailers and chunk extensions are dropped, but an endless stream of them
+ * could keep a connection busy forever (CVE-2024-22019): both are capped. */
+static int count_trailer(struct lb_http_parser *p, size_t len)
+{
+    p->extra_bytes += len;
+    if (p->extra_bytes > p->limits->max_header_size)
+        return fail(p, error_status(p), "trailers too large");
+    return 0;
+}
+
+static int on_chunk_extension(llhttp_t *ll, const char *at, size_t len)
+{
+    (void)at;
+    struct lb_http_parser *p = parser_of(ll);
+    p->extra_bytes += len;
+    if (p->extra_bytes > LB_HTTP_MAX_CHUNK_EXTENSION)
+        return fail(p, error_status(p), "chunk extension too long");
+    return 0;
 }
 
 static int on_header_field(llhttp_t *ll, const char *at, size_t len)
 {
     struct lb_http_parser *p = parser_of(ll);
     if (p->phase != PHASE_HEAD)
-        return 0; /* trailer fields of a chunked body are dropped */
+        return count_trailer(p, len); /* trailer fields are dropped, within a cap */
     if (p->last_cb != CB_FIELD) {
         if (p->head.n_headers == LB_HTTP_MAX_HEADERS)
             return fail(p, 431, "too many header fields");
@@ -102,41 +131,10 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len)
 {
     struct lb_http_parser *p = parser_of(ll);
     if (p->phase != PHASE_HEAD)
-        return 0;
+        return count_trailer(p, len);
     p->last_cb = CB_VALUE;
     extend(p, &p->head.headers[p->head.n_headers - 1].value, at, len);
     return check_head_size(p, at, len);
-}
-
-/* RFC 9110 5.6.2 token characters. */
-static bool is_tchar(unsigned char ch)
-{
-    if (ch >= 'a' && ch <= 'z') return true;
-    if (ch >= 'A' && ch <= 'Z') return true;
-    if (ch >= '0' && ch <= '9') return true;
-    return ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
-/* Rules llhttp 8.1 does not enforce itself (empty or non-token names such as
- * "Host " before the colon, obs-fold, CR or NUL in values): checked here so
- * lb is strict whatever llhttp it is built with. */
-static int validate_fields(struct lb_http_parser *p)
-{
-    const struct lb_http_head *h = &p->head;
-    for (unsigned i = 0; i < h->n_headers; i++) {
-        const struct lb_header *hd = &h->headers[i];
-        if (hd->name.len == 0)
-            return -1;
-        for (uint32_t k = 0; k < hd->name.len; k++)
-            if (!is_tchar((unsigned char)p->in->data[hd->name.off + k]))
-                return -1;
-        for (uint32_t k = 0; k < hd->value.len; k++) {
-            unsigned char ch = (unsigned char)p->in->data[hd->value.off + k];
-            if (ch == '\r' || ch == '\n' || ch == 0)
-                return -1;
-        }
-    }
-    return 0;
 }
 
 static int on_headers_complete(llhttp_t *ll)
@@ -152,8 +150,6 @@ static int on_headers_complete(llhttp_t *ll)
     h->content_length = h->has_content_length ? ll->content_length : 0;
     h->upgrade = ll->upgrade != 0;
     h->keep_alive = llhttp_should_keep_alive(ll) != 0;
-    if (validate_fields(p) < 0)
-        return fail(p, p->type == LB_HTTP_REQUEST ? 400 : 502, "malformed header field");
     for (unsigned i = 0; i < h->n_headers; i++) { /* llhttp keeps trailing whitespace */
         struct lb_slice *v = &h->headers[i].value;
         while (v->len > 0 && (p->in->data[v->off + v->len - 1] == ' ' ||
@@ -166,6 +162,8 @@ static int on_headers_complete(llhttp_t *ll)
         if (!h->chunked)
             return fail(p, 400, "Transfer-Encoding without a final chunked");
     }
+    if (p->type == LB_HTTP_RESPONSE && (ll->flags & F_TRANSFER_ENCODING) && !h->chunked)
+        return fail(p, 502, "Transfer-Encoding without a final chunked");
     if (p->type == LB_HTTP_RESPONSE && p->skip_body) {
         h->has_body = false;
         return 1; /* no body; the pause comes at message complete */
@@ -223,6 +221,7 @@ static int on_chunk_header(llhttp_t *ll)
 static int on_chunk_complete(llhttp_t *ll)
 {
     struct lb_http_parser *p = parser_of(ll);
+    p->extra_bytes = 0;
     if (p->in_chunk && p->out_framing == LB_FRAMING_CHUNKED)
         lb_buf_append(p->out, "\r\n", 2);
     p->in_chunk = false;
@@ -257,6 +256,8 @@ static const llhttp_settings_t settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_extension_name = on_chunk_extension,
+    .on_chunk_extension_value = on_chunk_extension,
     .on_chunk_header = on_chunk_header,
     .on_chunk_complete = on_chunk_complete,
     .on_message_complete = on_message_complete,
@@ -299,8 +300,6 @@ static enum lb_http_status parse_error(struct lb_http_parser *p, llhttp_errno_t 
         p->error_text = llhttp_get_error_reason(&p->ll);
         if (!p->error_text)
             p->error_text = llhttp_errno_name(err);
-        if (err == HPE_INVALID_TRANSFER_ENCODING && p->type == LB_HTTP_REQUEST)
-            p->error_status = 501;
     }
     return LB_HTTP_ERROR;
 }
@@ -328,6 +327,17 @@ static enum lb_http_status parse_head(struct lb_http_parser *p, struct lb_buf *i
         return parse_error(p, err);
     p->fed += (size_t)(llhttp_get_error_pos(&p->ll) - start);
     p->head.size = (uint32_t)p->fed;
+    const char *invalid;
+    if (p->type == LB_HTTP_REQUEST)
+        invalid = lb_validate_request(&p->head, in->data, &p->error_status);
+    else
+        invalid = lb_validate_response(&p->head, in->data);
+    if (invalid) {
+        if (p->type == LB_HTTP_RESPONSE)
+            p->error_status = 502;
+        p->error_text = invalid;
+        return LB_HTTP_ERROR;
+    }
     p->head_pending = true;
     p->phase = PHASE_BODY;
     if (err == HPE_PAUSED_UPGRADE)

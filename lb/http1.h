@@ -23,6 +23,9 @@
  * size line and CRLFs it adds around a piece of body. */
 #define LB_HTTP_CHUNK_MARGIN 32
 
+/* Longest chunk extension accepted (they are dropped, never forwarded). */
+#define LB_HTTP_MAX_CHUNK_EXTENSION 1024
+
 enum lb_http_type { LB_HTTP_REQUEST, LB_HTTP_RESPONSE };
 
 /* How a message body is written into the output buffer. */
@@ -53,6 +56,8 @@ struct lb_http_head {
     struct lb_slice method_text;
     struct lb_slice target; /* requests */
     struct lb_slice reason; /* responses */
+    struct lb_slice host;   /* requests: Host, or the authority of an absolute-form target */
+    bool has_host;
     struct lb_header headers[LB_HTTP_MAX_HEADERS];
     unsigned n_headers;
     uint64_t content_length; /* when has_content_length */
@@ -103,6 +108,7 @@ struct lb_http_parser {
     bool head_pending;   /* head returned; consume it on the next call */
     bool done_pending;   /* message completed while returning the head */
     bool in_chunk;
+    size_t extra_bytes;  /* chunk extension or trailer bytes, capped */
 };
 
 void lb_http_parser_init(struct lb_http_parser *p, enum lb_http_type type,

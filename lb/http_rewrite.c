@@ -82,15 +82,33 @@ enum lb_body_framing lb_response_framing(const struct lb_http_head *resp,
     return client_http11 ? LB_FRAMING_CHUNKED : LB_FRAMING_CLOSE;
 }
 
-const char *lb_request_host(const struct lb_http_head *req, const char *base, size_t *len)
+/* Host: the request's own (or its absolute-form authority), else the default. */
+static int put_host(struct lb_buf *out, const struct lb_http_head *req, const char *base,
+                    const struct lb_forward_info *info)
 {
-    int i = lb_http_find_header(req, base, "host", 0);
-    if (i < 0) {
-        *len = 0;
-        return NULL;
-    }
-    *len = req->headers[i].value.len;
-    return base + req->headers[i].value.off;
+    if (req->has_host)
+        return lb_buf_append(out, "Host: ", 6) |
+               lb_buf_append(out, base + req->host.off, req->host.len) |
+               lb_buf_append(out, "\r\n", 2);
+    if (info->default_host)
+        return lb_buf_printf(out, "Host: %s\r\n", info->default_host);
+    return 0;
+}
+
+bool lb_request_wants_tunnel(const struct lb_http_head *req, const char *base)
+{
+    if (!req->upgrade || req->method == HTTP_CONNECT)
+        return false;
+    int i = lb_http_find_header(req, base, "upgrade", 0);
+    if (i < 0)
+        return false;
+    struct lb_slice v = req->headers[i].value;
+    return !lb_http_value_has_token(base + v.off, v.len, "h2c");
+}
+
+static bool has_underscore(const char *base, struct lb_slice name)
+{
+    return memchr(base + name.off, '_', name.len) != NULL;
 }
 
 const char *lb_rewrite_request(const struct lb_http_head *req, const char *base,
@@ -104,39 +122,51 @@ const char *lb_rewrite_request(const struct lb_http_head *req, const char *base,
              lb_buf_append(out, base + req->target.off, req->target.len) |
              lb_buf_append(out, " HTTP/1.1\r\n", 11);
 
-    bool have_host = false;
+    /* Headers lb owns (Host, X-Forwarded-*, Via, framing) are written after
+     * the client's are filtered, so no nomination in Connection removes them. */
     int xff_first = -1;
+    bool te_trailers = false, host_written = false;
     for (unsigned i = 0; i < req->n_headers && rc == 0; i++) {
         const struct lb_header *hd = &req->headers[i];
+        if (lb_slice_equals_ci(base, hd->name, "te"))
+            te_trailers |= lb_http_value_has_token(base + hd->value.off, hd->value.len, "trailers");
         if (is_hop_by_hop(base, hd->name) || nominated_by_connection(req, base, hd->name))
             continue;
+        if (!info->allow_underscores && has_underscore(base, hd->name))
+            continue; /* X_Forwarded_For must not pass for X-Forwarded-For */
+        if (lb_slice_equals_ci(base, hd->name, "host")) {
+            if (!host_written) /* lb's Host, where the client had its own */
+                rc |= put_host(out, req, base, info);
+            host_written = true;
+            continue;
+        }
         if (lb_slice_equals_ci(base, hd->name, "x-forwarded-proto") ||
             lb_slice_equals_ci(base, hd->name, "x-forwarded-host"))
             continue; /* lb sets these */
         if (lb_slice_equals_ci(base, hd->name, "x-forwarded-for")) {
             if (xff_first < 0)
                 xff_first = (int)i;
-            continue; /* merged below, lb's address last */
+            continue; /* merged below, the client's address last */
         }
-        if (lb_slice_equals_ci(base, hd->name, "host"))
-            have_host = true;
         rc |= put_header(out, base, hd);
     }
-    if (!have_host && info->default_host)
-        rc |= lb_buf_printf(out, "Host: %s\r\n", info->default_host);
+    if (!host_written)
+        rc |= put_host(out, req, base, info);
+    if (te_trailers)
+        rc |= lb_buf_append(out, "TE: trailers\r\n", 14);
 
     rc |= lb_buf_append(out, "X-Forwarded-For: ", 17);
-    for (int i = xff_first; i >= 0; i = lb_http_find_header(req, base, "x-forwarded-for", i + 1)) {
+    for (int i = info->xff_replace ? -1 : xff_first; i >= 0;
+         i = lb_http_find_header(req, base, "x-forwarded-for", i + 1)) {
         const struct lb_slice v = req->headers[i].value;
         if (v.len == 0)
             continue;
         rc |= lb_buf_append(out, base + v.off, v.len) | lb_buf_append(out, ", ", 2);
     }
     rc |= lb_buf_printf(out, "%s\r\nX-Forwarded-Proto: %s\r\n", info->client_addr, info->proto);
-    size_t host_len;
-    const char *host = lb_request_host(req, base, &host_len);
-    if (host)
-        rc |= lb_buf_append(out, "X-Forwarded-Host: ", 18) | lb_buf_append(out, host, host_len) |
+    if (req->has_host)
+        rc |= lb_buf_append(out, "X-Forwarded-Host: ", 18) |
+              lb_buf_append(out, base + req->host.off, req->host.len) |
               lb_buf_append(out, "\r\n", 2);
     rc |= lb_buf_append(out, "Via: " VIA_VALUE "\r\n", 5 + sizeof(VIA_VALUE) - 1 + 2);
 

@@ -13,6 +13,8 @@ struct lb_forward_info {
     const char *client_addr;   /* the peer's IP as text, appended to X-Forwarded-For */
     const char *proto;         /* "http" or "https", for X-Forwarded-Proto */
     const char *default_host;  /* Host to send when the client sent none (HTTP/1.0) */
+    bool xff_replace;          /* X-Forwarded-For is only the client (an untrusted edge) */
+    bool allow_underscores;    /* forward header names with '_' (default: dropped) */
 };
 
 /* The framing of a request body sent upstream: lb always speaks HTTP/1.1 there. */
@@ -38,7 +40,8 @@ const char *lb_rewrite_response(const struct lb_http_head *resp, const char *bas
                                 const struct lb_http_head *req, enum lb_body_framing framing,
                                 bool keep_alive, struct lb_buf *out);
 
-/* The host a request names (Host header, port included), or NULL/0. */
-const char *lb_request_host(const struct lb_http_head *req, const char *base, size_t *len);
+/* True when the request asks for an upgrade lb tunnels (not h2c, which lb
+ * strips so the backend answers in HTTP/1.1). */
+bool lb_request_wants_tunnel(const struct lb_http_head *req, const char *base);
 
 #endif

@@ -120,7 +120,7 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
     c->keep_alive = h->keep_alive && !w->draining;
     c->req_done = c->resp_started = c->resp_head_sent = c->resp_done = false;
     c->resp_head_blocked = c->upstream_eof = c->upstream_shut = false;
-    c->tunnel_asked = h->upgrade;
+    c->tunnel_asked = lb_request_wants_tunnel(h, base);
     c->tried.n_tried = 0;
     c->retry_server = NULL;
     c->server = NULL;
@@ -131,13 +131,8 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
         lb_conn_reply_error(c, 501);
         return STEP_PROGRESS;
     }
-    size_t host_len;
-    const char *host = lb_request_host(h, base, &host_len);
-    if (!host && h->version_minor >= 1) {
-        lb_log_info("client %s: HTTP/1.1 request without Host", c->peer);
-        lb_conn_reply_error(c, 400);
-        return STEP_PROGRESS;
-    }
+    const char *host = h->has_host ? base + h->host.off : NULL;
+    size_t host_len = h->has_host ? h->host.len : 0;
     const char *target = base + h->target.off;
     size_t path_len = 0;
     while (path_len < h->target.len && target[path_len] != '?')

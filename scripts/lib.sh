@@ -69,6 +69,8 @@ lb_cleanup() {
   exit "$rc"
 }
 trap lb_cleanup EXIT
+set -E # so that the ERR trap also sees failures inside functions
+trap 'lb_log "failed (status $?) at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 

@@ -37,8 +37,27 @@ static const struct request_case request_cases[] = {
     {"hop-by-hop removed", "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\n"
      "Keep-Alive: 300\r\nProxy-Connection: x\r\nTE: trailers\r\nX-Secret: s\r\nUpgrade: h2c\r\n"
      "Trailer: X\r\nX-Kept: k\r\n\r\n", false,
-     "GET / HTTP/1.1\r\nHost: h\r\nX-Kept: k\r\nX-Forwarded-For: 10.0.0.9\r\n"
+     "GET / HTTP/1.1\r\nHost: h\r\nX-Kept: k\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.9\r\n"
      "X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\n\r\n"},
+    {"TE other than trailers dropped", "GET / HTTP/1.1\r\nHost: h\r\nTE: gzip\r\n\r\n", false,
+     "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\n"
+     "X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\n\r\n"},
+    {"nomination cannot remove lb's headers",
+     "GET / HTTP/1.1\r\nHost: h\r\nConnection: Host, X-Forwarded-For, Via\r\n"
+     "X-Forwarded-For: 1.1.1.1\r\n\r\n", false,
+     "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\n"
+     "X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\n\r\n"},
+    {"underscored names dropped", "GET / HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\n"
+     "My_Header: 1\r\n\r\n", false,
+     "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\n"
+     "X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\n\r\n"},
+    {"absolute form", "GET http://Example.com:81/p?q HTTP/1.1\r\nHost: example.com:81\r\n\r\n",
+     false,
+     "GET /p?q HTTP/1.1\r\nHost: Example.com:81\r\nX-Forwarded-For: 10.0.0.9\r\n"
+     "X-Forwarded-Proto: http\r\nX-Forwarded-Host: Example.com:81\r\nVia: 1.1 lb\r\n\r\n"},
+    {"absolute form without path", "GET http://a.b HTTP/1.1\r\n\r\n", false,
+     "GET / HTTP/1.1\r\nHost: a.b\r\nX-Forwarded-For: 10.0.0.9\r\n"
+     "X-Forwarded-Proto: http\r\nX-Forwarded-Host: a.b\r\nVia: 1.1 lb\r\n\r\n"},
     {"xff appended and merged", "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n"
      "x-forwarded-for: 5.6.7.8, 9.9.9.9\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\r\n",
      false,
@@ -82,6 +101,28 @@ static void test_requests(void **state)
         lb_buf_free(&in);
         lb_buf_free(&out);
     }
+}
+
+static void test_xff_replace_and_h2c(void **state)
+{
+    (void)state;
+    const struct lb_forward_info info = {.client_addr = "10.0.0.9", .proto = "https",
+                                         .xff_replace = true, .allow_underscores = true};
+    struct lb_http_parser p;
+    struct lb_buf in, out;
+    parse_head(LB_HTTP_REQUEST,
+               "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\nA_B: 1\r\n"
+               "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: x\r\n\r\n",
+               &p, &in, false);
+    assert_false(lb_request_wants_tunnel(&p.head, in.data));
+    lb_buf_init(&out, 8192);
+    assert_null(lb_rewrite_request(&p.head, in.data, &info, LB_FRAMING_NONE, false, &out));
+    const char *want = "GET / HTTP/1.1\r\nHost: h\r\nA_B: 1\r\nX-Forwarded-For: 10.0.0.9\r\n"
+                       "X-Forwarded-Proto: https\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\n\r\n";
+    if (lb_buf_len(&out) != strlen(want) || memcmp(lb_buf_start(&out), want, strlen(want)))
+        fail_msg("got\n%.*s", (int)lb_buf_len(&out), lb_buf_start(&out));
+    lb_buf_free(&in);
+    lb_buf_free(&out);
 }
 
 struct response_case {
@@ -194,6 +235,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_requests),
+        cmocka_unit_test(test_xff_replace_and_h2c),
         cmocka_unit_test(test_responses),
         cmocka_unit_test(test_framing),
         cmocka_unit_test(test_head_too_large_leaves_out_unchanged),
