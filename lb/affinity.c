@@ -46,8 +46,8 @@ static void b64url_encode(const unsigned char *in, size_t n, char *out)
 
 static bool is_b64url_char(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_';
 }
 
 /* True if the bytes could be a token at all: the right length and alphabet.
@@ -100,18 +100,10 @@ out:
     return rc;
 }
 
-/* The index of the first of n candidate tokens equal to token, or -1. Every
- * candidate is compared, each in constant time. */
-static long match_tokens(const char (*tokens)[LB_AFFINITY_TOKEN_LEN + 1], size_t n,
-                         const char *token)
+/* True if the well-formed token equals expect, compared in constant time. */
+static bool token_equal(const char *expect, const char *token)
 {
-    long found = -1;
-    for (size_t i = 0; i < n; i++) {
-        int differs = CRYPTO_memcmp(tokens[i], token, LB_AFFINITY_TOKEN_LEN);
-        if (differs == 0 && found < 0)
-            found = (long)i;
-    }
-    return found;
+    return CRYPTO_memcmp(expect, token, LB_AFFINITY_TOKEN_LEN) == 0;
 }
 
 long lb_affinity_lookup(const char *secret, size_t secret_len, const char *const *server_ids,
@@ -121,19 +113,18 @@ long lb_affinity_lookup(const char *secret, size_t secret_len, const char *const
         return -1;
     long found = -1;
     for (size_t i = 0; i < n; i++) {
-        char expect[1][LB_AFFINITY_TOKEN_LEN + 1];
+        char expect[LB_AFFINITY_TOKEN_LEN + 1];
         if (server_ids[i] == NULL ||
-            lb_affinity_token(secret, secret_len, server_ids[i], expect[0], sizeof(expect[0])) < 0)
+            lb_affinity_token(secret, secret_len, server_ids[i], expect, sizeof(expect)) < 0)
             continue;
-        if (match_tokens((const char(*)[LB_AFFINITY_TOKEN_LEN + 1])expect, 1, token) == 0 &&
-            found < 0)
+        if (token_equal(expect, token) && found < 0)
             found = (long)i;
     }
     return found;
 }
 
-int lb_affinity_table_build(struct lb_affinity_table *table, const char *secret,
-                            size_t secret_len, const char *const *server_ids, size_t n)
+int lb_affinity_table_build(struct lb_affinity_table *table, const char *secret, size_t secret_len,
+                            const char *const *server_ids, size_t n)
 {
     table->n = 0;
     table->tokens = NULL;
@@ -146,9 +137,9 @@ int lb_affinity_table_build(struct lb_affinity_table *table, const char *secret,
     if (table->tokens == NULL)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        if (server_ids[i] == NULL || lb_affinity_token(secret, secret_len, server_ids[i],
-                                                       table->tokens[i],
-                                                       sizeof(table->tokens[i])) < 0)
+        if (server_ids[i] == NULL ||
+            lb_affinity_token(secret, secret_len, server_ids[i], table->tokens[i],
+                              sizeof(table->tokens[i])) < 0)
             goto fail;
     }
     table->n = n;
@@ -170,8 +161,12 @@ long lb_affinity_table_lookup(const struct lb_affinity_table *table, const char 
 {
     if (table == NULL || !token_well_formed(token, token_len))
         return -1;
-    return match_tokens((const char(*)[LB_AFFINITY_TOKEN_LEN + 1])table->tokens, table->n,
-                        token);
+    /* Every entry is compared, so the time does not depend on which matched. */
+    long found = -1;
+    for (size_t i = 0; i < table->n; i++)
+        if (token_equal(table->tokens[i], token) && found < 0)
+            found = (long)i;
+    return found;
 }
 
 const char *lb_affinity_table_token(const struct lb_affinity_table *table, size_t idx)
@@ -199,21 +194,16 @@ static bool is_ows(char c)
 }
 
 /* Parses the piece starting at *pos (which advances past its ';'). Returns
- * false when the header is exhausted. */
+ * false when the header is exhausted. Empty pieces (";;", a trailing ';')
+ * come back with len 0. */
 static bool next_pair(const char *s, size_t len, size_t *pos, struct cookie_pair *pair)
 {
-    if (*pos > len || (*pos == len && (len == 0 || s[len - 1] != ';')))
+    if (*pos >= len)
         return false;
-    if (*pos == len) { /* the empty piece after a trailing ';' */
-        *pos = len + 1;
-        memset(pair, 0, sizeof(*pair));
-        pair->start = s + len;
-        return true;
-    }
     size_t b = *pos;
     const char *semi = memchr(s + b, ';', len - b);
     size_t e = semi ? (size_t)(semi - s) : len;
-    *pos = semi ? e + 1 : len + 1;
+    *pos = semi ? e + 1 : len;
 
     while (b < e && is_ows(s[b]))
         b++;
@@ -243,8 +233,7 @@ static bool next_pair(const char *s, size_t len, size_t *pos, struct cookie_pair
 
 static bool pair_is(const struct cookie_pair *pair, const char *name, size_t name_len)
 {
-    return name_len > 0 && pair->name_len == name_len &&
-           memcmp(pair->name, name, name_len) == 0;
+    return name_len > 0 && pair->name_len == name_len && memcmp(pair->name, name, name_len) == 0;
 }
 
 int lb_cookie_find(const char *header_value, size_t len, const char *name, const char **value,

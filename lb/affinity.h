@@ -65,8 +65,8 @@ struct lb_affinity_table {
  * (see lb_affinity_token), a NULL id, or out of memory; the table is then
  * empty and safe to free. The table owns its storage; the ids and secret are
  * not referenced after the call. */
-int lb_affinity_table_build(struct lb_affinity_table *table, const char *secret,
-                            size_t secret_len, const char *const *server_ids, size_t n);
+int lb_affinity_table_build(struct lb_affinity_table *table, const char *secret, size_t secret_len,
+                            const char *const *server_ids, size_t n);
 
 /* Frees the storage; safe to call twice and on a table whose build failed. */
 void lb_affinity_table_free(struct lb_affinity_table *table);

@@ -8,12 +8,16 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "health.h"
 
 /* Servers already tried for this request, so a retry goes elsewhere. */
 #define LB_MAX_TRIED 8
 struct lb_pick_ctx {
     const struct lb_server *tried[LB_MAX_TRIED];
     unsigned n_tried;
+    /* lb_now_ms() at the pick: health and slow start are judged at this
+     * time. 0: pick reads the clock itself. */
+    uint64_t now_ms;
 };
 
 struct lb_balancer_ops {
@@ -21,7 +25,9 @@ struct lb_balancer_ops {
     /* Per-worker state for one backend; NULL when out of memory. */
     void *(*create)(const struct lb_backend *backend);
     void (*destroy)(void *state);
-    /* A server that is not in ctx->tried, or NULL if none is left. */
+    /* A server that is not in ctx->tried and is lb_health_usable() at
+     * ctx->now_ms, weighted by lb_health_weight() (slow start), or NULL if
+     * none is left. ctx may be NULL (nothing tried, the clock now). */
     struct lb_server *(*pick)(void *state, const struct lb_pick_ctx *ctx);
 };
 
@@ -30,6 +36,12 @@ const struct lb_balancer_ops *lb_balancer_find(const char *name);
 
 /* True if `server` is in ctx->tried. */
 bool lb_pick_tried(const struct lb_pick_ctx *ctx, const struct lb_server *server);
+
+/* ctx->now_ms, or lb_now_ms() when ctx is NULL or left it 0. */
+static inline uint64_t lb_pick_now(const struct lb_pick_ctx *ctx)
+{
+    return ctx && ctx->now_ms ? ctx->now_ms : lb_now_ms();
+}
 
 extern const struct lb_balancer_ops lb_balance_roundrobin;
 extern const struct lb_balancer_ops lb_balance_leastconn;

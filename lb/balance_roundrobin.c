@@ -6,7 +6,12 @@
  * (5,1,1 gives a a b a c a a, not a a a a a b c).
  *
  * The state is per worker, so picks need no locks; each worker is smooth on
- * its own, and the kernel spreads connections evenly over the workers. */
+ * its own, and the kernel spreads connections evenly over the workers.
+ *
+ * Health: a server that is down or ejected sits the pick out like a tried
+ * one. Weights come from lb_health_weight(), in 1/LB_WEIGHT_SCALE units, so a
+ * server in slow start gets a growing fraction of its share; scaling every
+ * weight by the same factor leaves the sequence unchanged. */
 #include "balance.h"
 
 #include <stdlib.h>
@@ -40,16 +45,17 @@ static struct lb_server *rr_pick(void *state, const struct lb_pick_ctx *ctx)
     struct lb_server *best = NULL;
     size_t best_i = 0;
     int64_t total = 0;
+    uint64_t now = lb_pick_now(ctx);
 
     for (size_t i = 0; i < be->n_servers; i++) {
         struct lb_server *s = &be->servers[i];
-        /* A tried server sits this pick out entirely, as in nginx: its
-         * current weight neither grows nor counts in the total. */
-        if (lb_pick_tried(ctx, s))
+        /* A tried or unusable server sits this pick out entirely, as in
+         * nginx: its current weight neither grows nor counts in the total. */
+        if (lb_pick_tried(ctx, s) || !lb_health_usable(s, now))
             continue;
-        /* The config keeps weights in 1..1000; a 0 from a hand-built
+        /* At most 1000 * LB_WEIGHT_SCALE; a 0 weight from a hand-built
          * server counts as 1 rather than starving it. */
-        int64_t weight = s->weight ? s->weight : 1;
+        int64_t weight = (int64_t)lb_health_weight(s, be, now);
         st->current[i] += weight;
         total += weight;
         /* Strictly greater: ties go to the earlier server, which is what

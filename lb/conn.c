@@ -61,12 +61,16 @@ static void update_deadline(struct lb_conn *c)
         set_deadline(c, DL_CONNECT, c->t_connect_start + t->connect);
         break;
     case CONN_PROXY:
-        if (!c->resp_done && lb_buf_len(&c->cout) == 0)
-            set_deadline(c, DL_SERVER, c->upstream_activity + t->server);
-        else if (lb_buf_len(&c->cout) > 0)
+        if (lb_buf_len(&c->cout) > 0) /* the client is slow to read */
             set_deadline(c, DL_SEND, c->client_activity + t->client_idle);
-        else
+        else if (!c->req_done && lb_buf_len(&c->uout) < c->uout.cap / 2)
+            /* waiting for request body bytes, with room for them: the
+             * client's stall, not the server's */
             set_deadline(c, DL_BODY, c->client_activity + t->client_header);
+        else if (!c->resp_done)
+            set_deadline(c, DL_SERVER, c->upstream_activity + t->server);
+        else
+            set_deadline(c, DL_SEND, c->client_activity + t->client_idle);
         break;
     case CONN_TUNNEL: {
         ev_tstamp last = c->client_activity > c->upstream_activity ? c->client_activity
@@ -285,7 +289,7 @@ void lb_conn_log(struct lb_conn *c)
         .target_len = c->log_target_len,
         .status = c->status,
         .bytes = c->resp.body_bytes,
-        .server = c->server ? c->server->address.text : NULL,
+        .server = c->log_server,
         .connect_time = c->t_connected > 0 ? c->t_connected - c->t_connect_start : -1,
         .response_time = c->t_response > 0 ? c->t_response - c->t_start : -1,
         .total_time = c->t_start > 0 ? now - c->t_start : 0,
@@ -419,8 +423,9 @@ static enum lb_step step_closing(struct lb_conn *c)
  * deadline to what the connection waits for. */
 static void conn_run(struct lb_conn *c)
 {
+    enum lb_step s = STEP_IDLE;
     for (int round = 0; round < 64; round++) {
-        enum lb_step s = STEP_IDLE;
+        s = STEP_IDLE;
         switch (c->state) {
         case CONN_READ_HEAD:
             s = step_read_head(c);
@@ -444,6 +449,11 @@ static void conn_run(struct lb_conn *c)
     if (c->state == CONN_READ_HEAD && lb_http_parser_idle(&c->req))
         release_empty_buffers(c);
     update_watchers(c);
+    /* Still moving after a fair share of the loop: run again after the other
+     * connections, since no socket event may come. (After update_watchers:
+     * stopping a watcher clears what was fed to it.) */
+    if (s == STEP_PROGRESS)
+        ev_feed_event(c->w->loop, &c->io, EV_CUSTOM);
 }
 
 /* Client and server sockets of a connection share one driver: any event

@@ -96,6 +96,7 @@ struct lb_conn {
     bool upstream_shut;       /* lb shut down its writing side to the server */
     bool lingering;
     int status;               /* what the client got, for the log */
+    const char *log_server;   /* id of the last server tried, for the log */
     char log_request[256];    /* method, then target, for the access log */
     size_t log_method_len, log_target_len;
     ev_tstamp t_start, t_connect_start, t_connected, t_response;

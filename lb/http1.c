@@ -275,8 +275,8 @@ void lb_http_parser_init(struct lb_http_parser *p, enum lb_http_type type,
 
 void lb_http_parser_next(struct lb_http_parser *p)
 {
-    if (p->ll.error == HPE_PAUSED_UPGRADE)
-        llhttp_reset(&p->ll); /* the upgrade was refused: HTTP goes on */
+    if (p->ll.upgrade || p->ll.error == HPE_PAUSED_UPGRADE)
+        llhttp_reset(&p->ll); /* an upgrade was refused: HTTP goes on */
     else if (p->ll.error == HPE_PAUSED)
         llhttp_resume(&p->ll);
     p->phase = PHASE_IDLE;

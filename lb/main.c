@@ -1,4 +1,5 @@
-/* lb: command line, signals, and the start and stop of the workers. */
+/* lb: command line, signals, and the start and stop of the workers and of
+ * the health thread. */
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -9,6 +10,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "worker.h"
 
@@ -61,10 +63,16 @@ static int run(struct lb_config *cfg)
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Started before the workers (it inherits the mask above), stopped after
+     * they ended: a worker may always read and report server health. */
+    if (lb_health_start(cfg) < 0)
+        return 1;
     static struct lb_shared shared;
     struct lb_worker *workers = calloc(cfg->workers, sizeof(*workers));
-    if (!workers)
+    if (!workers) {
+        lb_health_stop();
         return 1;
+    }
     unsigned started = 0;
     for (unsigned i = 0; i < cfg->workers; i++) {
         if (lb_worker_init(&workers[i], i, cfg, &shared) < 0)
@@ -89,6 +97,7 @@ stop:
     for (unsigned i = 0; i < cfg->workers; i++)
         lb_worker_destroy(&workers[i]);
     free(workers);
+    lb_health_stop();
     lb_log_close();
     if (rc == 0)
         lb_log_info("stopped");

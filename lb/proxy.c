@@ -47,7 +47,6 @@ void lb_proxy_release(struct lb_conn *c, bool reusable)
     }
     if (c->server) {
         atomic_fetch_sub(&c->server->active, 1);
-        /* c->server stays for the access log; it is no longer counted */
         c->server = NULL;
     }
 }
@@ -85,6 +84,7 @@ static enum lb_step connect_next(struct lb_conn *c)
                 c->tried.tried[c->tried.n_tried++] = server;
         }
         c->server = server;
+        c->log_server = server->id;
         atomic_fetch_add(&server->active, 1);
         c->t_connect_start = now_of(c);
         c->up = lb_pool_take(&w->pool, c->backend, server);
@@ -103,8 +103,14 @@ static enum lb_step connect_next(struct lb_conn *c)
             lb_conn_watch_upstream(c);
             return STEP_PROGRESS;
         }
-        lb_log_error("server %s: connect: %s", server->address.text, strerror(errno));
+        int err = errno;
+        lb_log_error("server %s: connect: %s", server->address.text, strerror(err));
         lb_proxy_release(c, false);
+        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+            /* lb's own shortage says nothing about the servers */
+            lb_conn_reply_error(c, 503);
+            return STEP_PROGRESS;
+        }
     }
 }
 
@@ -124,6 +130,7 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
     c->tried.n_tried = 0;
     c->retry_server = NULL;
     c->server = NULL;
+    c->log_server = NULL;
     lb_http_parser_init(&c->resp, LB_HTTP_RESPONSE, &w->resp_limits);
     c->resp.skip_body = h->method == HTTP_HEAD;
 
@@ -415,6 +422,8 @@ static enum lb_step finish_exchange(struct lb_conn *c)
     lb_http_parser_next(&c->req);
     c->state = CONN_READ_HEAD;
     c->log_method_len = c->log_target_len = 0;
+    c->log_server = NULL;
+    c->status = 0;
     c->t_start = lb_buf_len(&c->cin) > 0 ? now_of(c) : 0;
     c->client_activity = now_of(c);
     return STEP_PROGRESS;

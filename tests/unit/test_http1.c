@@ -348,6 +348,29 @@ static void test_back_pressure(void **state)
     lb_buf_free(&out);
 }
 
+/* A refused upgrade: the connection goes on with HTTP. */
+static void test_upgrade_refused_then_next(void **state)
+{
+    (void)state;
+    struct lb_http_parser p;
+    struct lb_buf in;
+    lb_buf_init(&in, 1024);
+    lb_http_parser_init(&p, LB_HTTP_REQUEST, &limits);
+    const char *a = "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    const char *b = "GET /next HTTP/1.1\r\nHost: y\r\n\r\n";
+    lb_buf_append(&in, a, strlen(a));
+    assert_int_equal(lb_http_parse(&p, &in, NULL), LB_HTTP_HEAD);
+    assert_true(p.head.upgrade);
+    assert_int_equal(lb_http_parse(&p, &in, NULL), LB_HTTP_DONE);
+    lb_http_parser_next(&p);
+    lb_buf_append(&in, b, strlen(b));
+    assert_int_equal(lb_http_parse(&p, &in, NULL), LB_HTTP_HEAD);
+    assert_true(lb_slice_equals_ci(in.data, p.head.target, "/next"));
+    assert_false(p.head.upgrade);
+    assert_int_equal(lb_http_parse(&p, &in, NULL), LB_HTTP_DONE);
+    lb_buf_free(&in);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_header_too_large), cmocka_unit_test(test_body_limit),
         cmocka_unit_test(test_head_fields),  cmocka_unit_test(test_value_tokens),
         cmocka_unit_test(test_back_pressure),
+        cmocka_unit_test(test_upgrade_refused_then_next),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
