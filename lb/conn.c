@@ -316,6 +316,7 @@ void lb_conn_reply_error(struct lb_conn *c, int status)
                   status, reason, body_len, body);
     c->status = status;
     c->resp_head_sent = true;
+    c->resp.body_bytes = (uint64_t)body_len;
     lb_conn_log(c);
     c->state = CONN_CLOSING;
 }

@@ -118,6 +118,8 @@ void lb_conn_watch_upstream(struct lb_conn *c);
 enum lb_step lb_conn_flush(struct lb_conn *c);
 
 /* proxy.c */
+/* Clears what one exchange left (flags, log fields) before the next. */
+void lb_proxy_reset_exchange(struct lb_conn *c);
 /* A request head was parsed: route it, rewrite it into uout, connect. */
 enum lb_step lb_proxy_start(struct lb_conn *c);
 /* Moves the exchange on (CONN_CONNECT, CONN_PROXY). */

@@ -114,6 +114,21 @@ static enum lb_step connect_next(struct lb_conn *c)
     }
 }
 
+void lb_proxy_reset_exchange(struct lb_conn *c)
+{
+    c->status = 0;
+    c->log_method_len = c->log_target_len = 0;
+    c->log_server = NULL;
+    c->t_connected = c->t_response = 0;
+    c->req_done = c->resp_started = c->resp_head_sent = c->resp_done = false;
+    c->resp_head_blocked = c->upstream_eof = c->upstream_shut = false;
+    c->tunnel_asked = false;
+    c->tried.n_tried = 0;
+    c->retry_server = NULL;
+    c->backend = NULL;
+    c->resp.body_bytes = 0;
+}
+
 enum lb_step lb_proxy_start(struct lb_conn *c)
 {
     struct lb_worker *w = c->w;
@@ -121,16 +136,8 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
     const char *base = c->cin.data;
 
     remember_request(c);
-    c->status = 0;
-    c->t_connected = c->t_response = 0;
     c->keep_alive = h->keep_alive && !w->draining;
-    c->req_done = c->resp_started = c->resp_head_sent = c->resp_done = false;
-    c->resp_head_blocked = c->upstream_eof = c->upstream_shut = false;
     c->tunnel_asked = lb_request_wants_tunnel(h, base);
-    c->tried.n_tried = 0;
-    c->retry_server = NULL;
-    c->server = NULL;
-    c->log_server = NULL;
     lb_http_parser_init(&c->resp, LB_HTTP_RESPONSE, &w->resp_limits);
     c->resp.skip_body = h->method == HTTP_HEAD;
 
@@ -412,7 +419,6 @@ static enum lb_step finish_exchange(struct lb_conn *c)
     if (!c->req_done)
         c->keep_alive = false; /* the rest of the request body is unread */
     lb_proxy_release(c, reusable);
-    c->backend = NULL;
     lb_buf_consume(&c->uout, lb_buf_len(&c->uout));
     lb_buf_consume(&c->uin, lb_buf_len(&c->uin));
     if (!c->keep_alive || c->w->draining) {
@@ -421,9 +427,7 @@ static enum lb_step finish_exchange(struct lb_conn *c)
     }
     lb_http_parser_next(&c->req);
     c->state = CONN_READ_HEAD;
-    c->log_method_len = c->log_target_len = 0;
-    c->log_server = NULL;
-    c->status = 0;
+    lb_proxy_reset_exchange(c);
     c->t_start = lb_buf_len(&c->cin) > 0 ? now_of(c) : 0;
     c->client_activity = now_of(c);
     return STEP_PROGRESS;
