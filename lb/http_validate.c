@@ -65,7 +65,7 @@ static const char *check_request_line(const struct lb_http_head *h, const char *
         if ((unsigned char)t[i] <= 0x20 || (unsigned char)t[i] == 0x7f)
             return "invalid character in the target";
     const char *v = t + h->target.len;
-    if (memcmp(v, " HTTP/1.", 8) != 0 || (v[8] != '0' && v[8] != '1') || v[9] != '\r')
+    if (h->target.off + h->target.len + 10 > h->size || memcmp(v, " HTTP/1.", 8) != 0 || (v[8] != '0' && v[8] != '1') || v[9] != '\r')
         return "malformed request line";
     return NULL;
 }
