@@ -622,8 +622,7 @@ static int check_header_text(struct parser *p, const struct field *f, yaml_node_
     return 0;
 }
 
-static int field_health_path(struct parser *p, const struct field *f, yaml_node_t *value,
-                             void *obj)
+static int field_health_path(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
 {
     const char *text = scalar(p, value, f->key);
     if (!text || check_header_text(p, f, value, text, LB_HEALTH_MAX_PATH) < 0)
@@ -633,8 +632,7 @@ static int field_health_path(struct parser *p, const struct field *f, yaml_node_
     return set_string(p, f, value, obj, text);
 }
 
-static int field_health_host(struct parser *p, const struct field *f, yaml_node_t *value,
-                             void *obj)
+static int field_health_host(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
 {
     const char *text = scalar(p, value, f->key);
     if (!text || check_header_text(p, f, value, text, LB_HEALTH_MAX_HOST) < 0)
@@ -666,8 +664,7 @@ static int field_health_initial(struct parser *p, const struct field *f, yaml_no
     return parse_choice(p, f, value, obj, "up", "down");
 }
 
-static int field_health_type(struct parser *p, const struct field *f, yaml_node_t *value,
-                             void *obj)
+static int field_health_type(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
 {
     struct lb_health_config *h = obj;
     const char *text = scalar(p, value, f->key);
@@ -907,9 +904,12 @@ static struct lb_config *config_new(const char *name)
     if (!cfg)
         return NULL;
     cfg->workers = online_cores();
-    cfg->timeouts = (struct lb_timeouts){
-        .connect = 2, .client_header = 10, .client_idle = 60, .server = 30, .drain = 10,
-        .queue = 2};
+    cfg->timeouts = (struct lb_timeouts){.connect = 2,
+                                         .client_header = 10,
+                                         .client_idle = 60,
+                                         .server = 30,
+                                         .drain = 10,
+                                         .queue = 2};
     cfg->limits = (struct lb_limits){.max_connections = 10000,
                                      .max_header_size = 16u << 10,
                                      .max_uri_size = 8u << 10,

@@ -31,12 +31,12 @@ struct lb_server {
     /* Health, written only by health.c, read by every worker (see health.h).
      * config.c only sets the initial values: up = the backend's health.initial
      * (true without active checks), the rest 0. */
-    atomic_bool up;                       /* passes its active checks */
-    atomic_uint_fast64_t up_since_ms;     /* monotonic ms it came up, for slow start;
-                                             0 = up since lb started (no ramp) */
-    atomic_uint_fast64_t ejected_until_ms;/* passive ejection ends; 0 = not ejected */
-    atomic_uint passive_failures;         /* consecutive failures reported on real traffic */
-    atomic_uint ejections;                /* times ejected so far (decays while healthy) */
+    atomic_bool up;                         /* passes its active checks */
+    atomic_uint_fast64_t up_since_ms;       /* monotonic ms it came up, for slow start;
+                                               0 = up since lb started (no ramp) */
+    atomic_uint_fast64_t ejected_until_ms;  /* passive ejection ends; 0 = not ejected */
+    atomic_uint passive_failures;           /* consecutive failures reported on real traffic */
+    atomic_uint ejections;                  /* times ejected so far (decays while healthy) */
     atomic_uint_fast64_t passive_logged_ms; /* rate limit of "cannot eject" log lines */
 };
 
@@ -88,7 +88,7 @@ struct lb_backend {
     unsigned keepalive;            /* idle pooled connections per server and worker, default 32 */
     double keepalive_timeout;      /* seconds an idle pooled connection is kept, default 60 */
     struct lb_health_config health;
-    double slow_start;             /* seconds a server coming up ramps its weight; 0 = off (default) */
+    double slow_start;             /* seconds a server coming up ramps its weight; 0 = off */
     struct lb_passive_config passive;
     unsigned retries;              /* further servers tried for one request, 0..7, default 2 */
     struct lb_retry_budget retry_budget;

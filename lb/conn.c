@@ -52,7 +52,7 @@ static void update_deadline(struct lb_conn *c)
     const struct lb_timeouts *t = &c->w->cfg->timeouts;
     switch (c->state) {
     case CONN_READ_HEAD:
-        if (lb_http_parser_idle(&c->req) && lb_buf_len(&c->cin) == 0 && c->t_start == 0)
+        if (lb_conn_idle(c) && c->t_start == 0)
             set_deadline(c, DL_IDLE, c->client_activity + t->client_idle);
         else
             set_deadline(c, DL_HEADER, c->t_start + t->client_header);
@@ -193,6 +193,58 @@ static void release_empty_buffers(struct lb_conn *c)
             lb_buf_give(&c->w->bufs, all[i]);
 }
 
+/* ---- exchanges ---------------------------------------------------------- */
+
+#define SPARE_EXCHANGES 256
+
+bool lb_conn_idle(const struct lb_conn *c)
+{
+    return (!c->x || lb_http_parser_idle(&c->x->req)) && lb_buf_len(&c->cin) == 0;
+}
+
+/* A request starts: its parsers come from the worker's spares. */
+static int take_exchange(struct lb_conn *c)
+{
+    struct lb_worker *w = c->w;
+    struct lb_exchange *x = w->spare_exchanges;
+    if (x) {
+        w->spare_exchanges = x->next_spare;
+        w->n_spare_exchanges--;
+    } else if (!(x = malloc(sizeof(*x)))) {
+        return -1;
+    }
+    lb_http_parser_init(&x->req, LB_HTTP_REQUEST, &w->req_limits);
+    lb_http_parser_init(&x->resp, LB_HTTP_RESPONSE, &w->resp_limits);
+    c->x = x;
+    return 0;
+}
+
+static void give_exchange(struct lb_conn *c)
+{
+    struct lb_worker *w = c->w;
+    struct lb_exchange *x = c->x;
+    if (!x)
+        return;
+    c->x = NULL;
+    if (w->n_spare_exchanges < SPARE_EXCHANGES) {
+        x->next_spare = w->spare_exchanges;
+        w->spare_exchanges = x;
+        w->n_spare_exchanges++;
+    } else {
+        free(x);
+    }
+}
+
+void lb_conn_free_spares(struct lb_worker *w)
+{
+    while (w->spare_exchanges) {
+        struct lb_exchange *x = w->spare_exchanges;
+        w->spare_exchanges = x->next_spare;
+        free(x);
+    }
+    w->n_spare_exchanges = 0;
+}
+
 /* ---- life ----------------------------------------------------------------- */
 
 void lb_conn_accept(struct lb_worker *w, int fd, const struct sockaddr *peer, socklen_t peer_len,
@@ -219,7 +271,6 @@ void lb_conn_accept(struct lb_worker *w, int fd, const struct sockaddr *peer, so
         strcpy(c->peer, "unix");
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    lb_http_parser_init(&c->req, LB_HTTP_REQUEST, &w->req_limits);
 
     c->next = w->conns;
     if (w->conns)
@@ -248,6 +299,7 @@ void lb_conn_destroy(struct lb_conn *c)
     lb_buf_give(&w->bufs, &c->cout);
     lb_buf_give(&w->bufs, &c->uin);
     lb_buf_give(&w->bufs, &c->uout);
+    give_exchange(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -288,7 +340,7 @@ void lb_conn_log(struct lb_conn *c)
         .target = c->log_request + c->log_method_len,
         .target_len = c->log_target_len,
         .status = c->status,
-        .bytes = c->resp.body_bytes,
+        .bytes = c->log_bytes + (c->x ? c->x->resp.body_bytes : 0),
         .server = c->log_server,
         .connect_time = c->t_connected > 0 ? c->t_connected - c->t_connect_start : -1,
         .response_time = c->t_response > 0 ? c->t_response - c->t_start : -1,
@@ -316,7 +368,7 @@ void lb_conn_reply_error(struct lb_conn *c, int status)
                   status, reason, body_len, body);
     c->status = status;
     c->resp_head_sent = true;
-    c->resp.body_bytes = (uint64_t)body_len;
+    c->log_bytes = (uint64_t)body_len;
     lb_conn_log(c);
     c->state = CONN_CLOSING;
 }
@@ -344,10 +396,14 @@ static enum lb_step read_client(struct lb_conn *c)
 {
     if (c->client_eof || lb_conn_buf(c, &c->cin) < 0)
         return STEP_IDLE;
-    bool was_empty = lb_buf_len(&c->cin) == 0 && lb_http_parser_idle(&c->req);
+    bool was_empty = lb_conn_idle(c);
     switch (lb_io_read(c->fd, &c->cin)) {
     case LB_IO_OK:
         c->client_activity = now_of(c);
+        if (!c->x && take_exchange(c) < 0) {
+            lb_conn_destroy(c);
+            return STEP_GONE;
+        }
         if (was_empty && c->state == CONN_READ_HEAD && c->t_start == 0)
             c->t_start = c->client_activity; /* the head deadline starts now */
         return STEP_PROGRESS;
@@ -366,18 +422,18 @@ static enum lb_step read_client(struct lb_conn *c)
 static enum lb_step step_read_head(struct lb_conn *c)
 {
     if (lb_buf_len(&c->cin) > 0) {
-        switch (lb_http_parse(&c->req, &c->cin, NULL)) {
+        switch (lb_http_parse(&c->x->req, &c->cin, NULL)) {
         case LB_HTTP_HEAD:
             return lb_proxy_start(c);
         case LB_HTTP_ERROR:
-            lb_log_info("client %s: bad request: %s", c->peer, c->req.error_text);
-            lb_conn_reply_error(c, c->req.error_status);
+            lb_log_info("client %s: bad request: %s", c->peer, c->x->req.error_text);
+            lb_conn_reply_error(c, c->x->req.error_status);
             return STEP_PROGRESS;
         default:
             break;
         }
     }
-    bool idle = lb_http_parser_idle(&c->req) && lb_buf_len(&c->cin) == 0;
+    bool idle = lb_conn_idle(c);
     if (idle && (c->w->draining || c->client_eof)) {
         lb_conn_destroy(c);
         return STEP_GONE;
@@ -447,8 +503,10 @@ static void conn_run(struct lb_conn *c)
         if (s == STEP_IDLE)
             break;
     }
-    if (c->state == CONN_READ_HEAD && lb_http_parser_idle(&c->req))
+    if (c->state == CONN_READ_HEAD && lb_conn_idle(c)) {
         release_empty_buffers(c);
+        give_exchange(c);
+    }
     update_watchers(c);
     /* Still moving after a fair share of the loop: run again after the other
      * connections, since no socket event may come. (After update_watchers:
@@ -482,8 +540,7 @@ void lb_conn_drain_all(struct lb_worker *w)
     while (c) {
         struct lb_conn *next = c->next;
         c->keep_alive = false;
-        if (c->state == CONN_READ_HEAD && lb_http_parser_idle(&c->req) &&
-            lb_buf_len(&c->cin) == 0)
+        if (c->state == CONN_READ_HEAD && lb_conn_idle(c))
             lb_conn_destroy(c);
         c = next;
     }

@@ -54,6 +54,16 @@ enum lb_step {
 
 struct lb_worker;
 
+/* What only a connection with a request in progress needs (the parsers with
+ * their header tables, most of a connection's memory): taken from the
+ * worker's spares when a request starts, given back when the connection
+ * goes idle. */
+struct lb_exchange {
+    struct lb_http_parser req;
+    struct lb_http_parser resp;
+    struct lb_exchange *next_spare;
+};
+
 struct lb_conn {
     uint32_t magic;
     enum lb_conn_state state;
@@ -71,8 +81,7 @@ struct lb_conn {
     struct lb_buf cout; /* lb → client: responses */
     struct lb_buf uin;  /* server → lb: the response */
     struct lb_buf uout; /* lb → server: the rewritten request */
-    struct lb_http_parser req;
-    struct lb_http_parser resp;
+    struct lb_exchange *x; /* NULL while idle */
 
     /* The current exchange. */
     const struct lb_backend *backend;
@@ -96,6 +105,7 @@ struct lb_conn {
     bool upstream_shut;       /* lb shut down its writing side to the server */
     bool lingering;
     int status;               /* what the client got, for the log */
+    uint64_t log_bytes;       /* response body bytes, for the log */
     const char *log_server;   /* id of the last server tried, for the log */
     char log_request[256];    /* method, then target, for the access log */
     size_t log_method_len, log_target_len;
@@ -110,6 +120,8 @@ void lb_conn_destroy(struct lb_conn *c);
 void lb_conn_reply_error(struct lb_conn *c, int status);
 /* Writes the access log line for the current exchange. */
 void lb_conn_log(struct lb_conn *c);
+/* True while no request is in progress and nothing is buffered from the client. */
+bool lb_conn_idle(const struct lb_conn *c);
 /* Storage for a buffer of c from its worker's cache. Returns 0 or -1. */
 int lb_conn_buf(struct lb_conn *c, struct lb_buf *b);
 /* Points the server connection's watcher at c's state machine. */

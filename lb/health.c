@@ -26,12 +26,24 @@
 #include "io.h"
 #include "log.h"
 
-#define CHECK_MAGIC 0x6c626863u        /* "lbhc" */
-#define CHECK_BUF_SIZE 8192            /* a response head larger than this fails */
-#define SWEEP_INTERVAL 0.1             /* seconds between ejection sweeps */
-#define PASSIVE_LOG_EVERY_MS 1000      /* "cannot eject" at most this often per server */
-#define LOCAL_ERROR_LOG_EVERY 10.0     /* seconds between local-error log lines */
+#define CHECK_MAGIC 0x6c626863u    /* "lbhc" */
+#define CHECK_BUF_SIZE 8192        /* a response head larger than this fails */
+#define SWEEP_INTERVAL 0.1         /* seconds between ejection sweeps */
+#define PASSIVE_LOG_EVERY_MS 1000  /* "cannot eject" at most this often per server */
+#define LOCAL_ERROR_LOG_EVERY 10.0 /* seconds between local-error log lines */
 #define REASON_MAX 128
+
+/* "backend app server web1 (127.0.0.1:9001)", or "... server 127.0.0.1:9001"
+ * when the id is the address, for log lines. */
+static const char *server_name(const struct lb_backend *b, const struct lb_server *s, char *buf,
+                               size_t len)
+{
+    if (strcmp(s->id, s->address.text) == 0)
+        snprintf(buf, len, "backend %s server %s", b->name, s->id);
+    else
+        snprintf(buf, len, "backend %s server %s (%s)", b->name, s->id, s->address.text);
+    return buf;
+}
 
 /* ---- the rise/fall rule --------------------------------------------------- */
 
@@ -136,6 +148,7 @@ static unsigned ejected_count(const struct lb_backend *b, uint64_t now_ms)
 static void try_eject(struct lb_server *s, const struct lb_backend *b, enum lb_outcome outcome,
                       unsigned failures, uint64_t now_ms)
 {
+    char name[256];
     pthread_mutex_lock(&eject_lock);
     if (atomic_load(&s->ejected_until_ms) > now_ms)
         goto out;
@@ -144,10 +157,10 @@ static void try_eject(struct lb_server *s, const struct lb_backend *b, enum lb_o
         uint64_t logged = atomic_load(&s->passive_logged_ms);
         if (logged == 0 || now_ms - logged >= PASSIVE_LOG_EVERY_MS) {
             atomic_store(&s->passive_logged_ms, now_ms);
-            lb_log_info("backend %s server %s (%s): %u consecutive failures (last: %s) but not "
-                        "ejected: %u of %zu servers already are (max_ejected_percent %u)",
-                        b->name, s->id, s->address.text, failures, outcome_text(outcome), ejected,
-                        b->n_servers, b->passive.max_ejected_percent);
+            lb_log_info("%s: %u consecutive failures (last: %s) but not ejected: %u of %zu "
+                        "servers already are (max_ejected_percent %u)",
+                        server_name(b, s, name, sizeof name), failures, outcome_text(outcome),
+                        ejected, b->n_servers, b->passive.max_ejected_percent);
         }
         goto out;
     }
@@ -156,9 +169,8 @@ static void try_eject(struct lb_server *s, const struct lb_backend *b, enum lb_o
     atomic_store(&s->ejected_until_ms, now_ms + ms);
     atomic_store(&s->ejections, times + 1);
     atomic_store(&s->passive_failures, 0);
-    lb_log_info("backend %s server %s (%s) ejected for %.1fs: %u consecutive failures (last: %s), "
-                "ejection %u",
-                b->name, s->id, s->address.text, (double)ms / 1000.0, failures,
+    lb_log_info("%s ejected for %.1fs: %u consecutive failures (last: %s), ejection %u",
+                server_name(b, s, name, sizeof name), (double)ms / 1000.0, failures,
                 outcome_text(outcome), times + 1);
 out:
     pthread_mutex_unlock(&eject_lock);
@@ -169,8 +181,7 @@ void lb_health_report(struct lb_server *s, const struct lb_backend *b, enum lb_o
 {
     if (b->passive.failures == 0)
         return;
-    bool failure =
-        outcome != LB_OUTCOME_OK && (outcome != LB_OUTCOME_5XX || b->passive.on_5xx);
+    bool failure = outcome != LB_OUTCOME_OK && (outcome != LB_OUTCOME_5XX || b->passive.on_5xx);
     if (!failure) {
         /* Load first: the common case writes nothing to a shared line. */
         if (atomic_load_explicit(&s->passive_failures, memory_order_relaxed) != 0)
@@ -209,15 +220,15 @@ struct check {
     struct lb_server *server;
     const struct lb_backend *backend;
     struct lb_health_counters counters;
-    int fd;                 /* -1 while IDLE */
+    int fd; /* -1 while IDLE */
     ev_io io;
-    ev_timer timer;         /* IDLE: until the next start; else: the check's timeout */
-    ev_tstamp started;      /* loop time the current check started */
-    char *request;          /* http: the request, built once */
+    ev_timer timer;    /* IDLE: until the next start; else: the check's timeout */
+    ev_tstamp started; /* loop time the current check started */
+    char *request;     /* http: the request, built once */
     size_t request_len;
     size_t sent;
-    bool interim;           /* the head just parsed was a 1xx: another follows */
-    struct lb_buf in;       /* http: the response, only while a check runs */
+    bool interim;     /* the head just parsed was a 1xx: another follows */
+    struct lb_buf in; /* http: the response, only while a check runs */
     struct lb_http_parser parser;
     struct lb_http_limits limits;
     uint64_t decay_from_ms; /* passive: not ejected since, for the decay of `ejections` */
@@ -292,6 +303,7 @@ static void check_verdict(struct check *c, bool ok, const char *reason)
     struct lb_server *s = c->server;
     atomic_fetch_add(&totals.checks, 1);
     atomic_fetch_add(ok ? &totals.ok : &totals.failed, 1);
+    char name[256];
     struct lb_health_step step = lb_health_next(c->counters, ok, h->rise, h->fall);
     c->counters = step.counters;
     if (!step.changed)
@@ -300,12 +312,12 @@ static void check_verdict(struct check *c, bool ok, const char *reason)
         /* up_since first, so a worker that sees up also sees the ramp start. */
         atomic_store(&s->up_since_ms, lb_now_ms());
         atomic_store(&s->up, true);
-        lb_log_info("backend %s server %s (%s) is UP: %u successful checks (%s)",
-                    c->backend->name, s->id, s->address.text, h->rise, reason);
+        lb_log_info("%s is UP: %u successful checks (%s)",
+                    server_name(c->backend, s, name, sizeof name), h->rise, reason);
     } else {
         atomic_store(&s->up, false);
-        lb_log_info("backend %s server %s (%s) is DOWN: %s (%u failed checks)", c->backend->name,
-                    s->id, s->address.text, reason, h->fall);
+        lb_log_info("%s is DOWN: %s (%u failed checks)",
+                    server_name(c->backend, s, name, sizeof name), reason, h->fall);
     }
 }
 
@@ -331,8 +343,9 @@ static void check_end(struct check *c, enum verdict verdict, const char *reason)
         atomic_fetch_add(&totals.local_errors, 1);
         if (ev_now(health.loop) - health.local_error_logged >= LOCAL_ERROR_LOG_EVERY) {
             health.local_error_logged = ev_now(health.loop);
-            lb_log_error("health check of %s (%s) skipped: %s (a local error, not counted)",
-                         c->server->id, c->server->address.text, reason);
+            char name[256];
+            lb_log_error("health check of %s skipped: %s (a local error, not counted)",
+                         server_name(c->backend, c->server, name, sizeof name), reason);
         }
         break;
     case VERDICT_NONE:
@@ -575,8 +588,8 @@ static void sweep_one(struct check *c, uint64_t now_ms)
         return;
     }
     if (until != 0 && atomic_compare_exchange_strong(&s->ejected_until_ms, &until, 0)) {
-        lb_log_info("backend %s server %s (%s) returns from ejection", c->backend->name, s->id,
-                    s->address.text);
+        char name[256];
+        lb_log_info("%s returns from ejection", server_name(c->backend, s, name, sizeof name));
         c->decay_from_ms = now_ms;
     }
     /* Each base_ejection spent without an ejection halves the next one. */
@@ -616,8 +629,7 @@ static void *health_main(void *arg)
 }
 
 /* The request of an http check, with its Host header. NULL when out of memory. */
-static char *build_request(const struct lb_health_config *h, const struct lb_server *s,
-                           size_t *len)
+static char *build_request(const struct lb_health_config *h, const struct lb_server *s, size_t *len)
 {
     const char *host = h->host ? h->host : s->address.text;
     const char *fmt = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
@@ -669,9 +681,8 @@ static int check_init(struct check *c, struct lb_server *s, const struct lb_back
     c->fd = -1;
     c->counters.state = atomic_load(&s->up) ? LB_HEALTH_UP : LB_HEALTH_DOWN;
     c->counters.streak = 0;
-    c->limits = (struct lb_http_limits){.max_header_size = CHECK_BUF_SIZE,
-                                        .max_uri_size = CHECK_BUF_SIZE,
-                                        .max_body_size = 0};
+    c->limits = (struct lb_http_limits){
+        .max_header_size = CHECK_BUF_SIZE, .max_uri_size = CHECK_BUF_SIZE, .max_body_size = 0};
     c->decay_from_ms = lb_now_ms();
     ev_io_init(&c->io, on_check_io, -1, 0);
     c->io.data = c;
@@ -679,8 +690,8 @@ static int check_init(struct check *c, struct lb_server *s, const struct lb_back
     c->timer.data = c;
     if (!has_active_check(c))
         return 0;
-    if (b->health.type == LB_HEALTH_HTTP && !(c->request = build_request(&b->health, s,
-                                                                         &c->request_len)))
+    if (b->health.type == LB_HEALTH_HTTP &&
+        !(c->request = build_request(&b->health, s, &c->request_len)))
         return -1;
     ev_timer_start(health.loop, &c->timer);
     return 0;

@@ -53,7 +53,7 @@ void lb_proxy_release(struct lb_conn *c, bool reusable)
 
 static void remember_request(struct lb_conn *c)
 {
-    const struct lb_http_head *h = &c->req.head;
+    const struct lb_http_head *h = &c->x->req.head;
     const char *base = c->cin.data;
     size_t cap = sizeof(c->log_request);
     size_t m = h->method_text.len < cap / 4 ? h->method_text.len : cap / 4;
@@ -126,20 +126,22 @@ void lb_proxy_reset_exchange(struct lb_conn *c)
     c->tried.n_tried = 0;
     c->retry_server = NULL;
     c->backend = NULL;
-    c->resp.body_bytes = 0;
+    c->log_bytes = 0;
+    if (c->x)
+        c->x->resp.body_bytes = 0;
 }
 
 enum lb_step lb_proxy_start(struct lb_conn *c)
 {
     struct lb_worker *w = c->w;
-    const struct lb_http_head *h = &c->req.head;
+    const struct lb_http_head *h = &c->x->req.head;
     const char *base = c->cin.data;
 
     remember_request(c);
     c->keep_alive = h->keep_alive && !w->draining;
     c->tunnel_asked = lb_request_wants_tunnel(h, base);
-    lb_http_parser_init(&c->resp, LB_HTTP_RESPONSE, &w->resp_limits);
-    c->resp.skip_body = h->method == HTTP_HEAD;
+    lb_http_parser_init(&c->x->resp, LB_HTTP_RESPONSE, &w->resp_limits);
+    c->x->resp.skip_body = h->method == HTTP_HEAD;
 
     if (h->method == HTTP_CONNECT) {
         lb_conn_reply_error(c, 501);
@@ -175,7 +177,7 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
         lb_conn_reply_error(c, 431);
         return STEP_PROGRESS;
     }
-    c->req.out_framing = framing;
+    c->x->req.out_framing = framing;
     c->uout_sent = 0;
     c->replayable = true;
     return connect_next(c);
@@ -193,7 +195,7 @@ enum lb_step lb_proxy_upstream_failed(struct lb_conn *c, enum lb_upstream_failur
      * had already closed. Never once a response byte arrived. */
     bool retry = !c->resp_started && c->replayable &&
                  (why == FAIL_CONNECT ||
-                  (why == FAIL_RESET && reused && idempotent(c->req.head.method)));
+                  (why == FAIL_RESET && reused && idempotent(c->x->req.head.method)));
     struct lb_server *same = why == FAIL_RESET && reused ? c->server : NULL;
     lb_proxy_release(c, false);
     if (retry) {
@@ -247,13 +249,13 @@ static enum lb_step move_request_body(struct lb_conn *c)
             c->uout.cap - lb_buf_len(&c->uout) < lb_buf_len(&c->cin))
             drop_replay(c);
         size_t before = lb_buf_len(&c->cin);
-        switch (lb_http_parse(&c->req, &c->cin, &c->uout)) {
+        switch (lb_http_parse(&c->x->req, &c->cin, &c->uout)) {
         case LB_HTTP_DONE:
             c->req_done = true;
             return STEP_PROGRESS;
         case LB_HTTP_ERROR:
-            lb_log_info("client %s: bad request body: %s", c->peer, c->req.error_text);
-            lb_conn_reply_error(c, c->req.error_status);
+            lb_log_info("client %s: bad request body: %s", c->peer, c->x->req.error_text);
+            lb_conn_reply_error(c, c->x->req.error_status);
             return STEP_PROGRESS;
         default:
             if (lb_buf_len(&c->cin) != before)
@@ -333,15 +335,15 @@ static enum lb_step read_upstream(struct lb_conn *c)
 /* A response head arrived (its slices are valid until the next parse). */
 static enum lb_step on_response_head(struct lb_conn *c)
 {
-    const struct lb_http_head *h = &c->resp.head;
+    const struct lb_http_head *h = &c->x->resp.head;
     bool interim = h->status / 100 == 1 && h->status != 101;
     /* HTTP/1.0 clients never get an interim response (100 Continue). */
-    bool forward = !interim || c->req.head.version_minor >= 1;
-    enum lb_body_framing framing = lb_response_framing(h, &c->req.head);
+    bool forward = !interim || c->x->req.head.version_minor >= 1;
+    enum lb_body_framing framing = lb_response_framing(h, &c->x->req.head);
     if (!interim && framing == LB_FRAMING_CLOSE)
         c->keep_alive = false;
     if (forward &&
-        lb_rewrite_response(h, c->uin.data, &c->req.head, framing, c->keep_alive, &c->cout)) {
+        lb_rewrite_response(h, c->uin.data, &c->x->req.head, framing, c->keep_alive, &c->cout)) {
         if (lb_buf_len(&c->cout) > 0) {
             c->resp_head_blocked = true; /* retried once cout drained */
             return STEP_IDLE;
@@ -350,13 +352,13 @@ static enum lb_step on_response_head(struct lb_conn *c)
     }
     c->resp_head_blocked = false;
     if (interim) {
-        bool skip = c->resp.skip_body;
-        lb_http_parse(&c->resp, &c->uin, NULL); /* consumes it: it has no body */
-        lb_http_parser_next(&c->resp);
-        c->resp.skip_body = skip;
+        bool skip = c->x->resp.skip_body;
+        lb_http_parse(&c->x->resp, &c->uin, NULL); /* consumes it: it has no body */
+        lb_http_parser_next(&c->x->resp);
+        c->x->resp.skip_body = skip;
         return STEP_PROGRESS;
     }
-    c->resp.out_framing = framing;
+    c->x->resp.out_framing = framing;
     c->status = h->status;
     c->t_response = now_of(c);
     c->resp_head_sent = true;
@@ -381,14 +383,14 @@ static enum lb_step move_response(struct lb_conn *c)
     if (c->resp_head_blocked)
         return on_response_head(c);
     size_t before = lb_buf_len(&c->uin);
-    switch (lb_http_parse(&c->resp, &c->uin, &c->cout)) {
+    switch (lb_http_parse(&c->x->resp, &c->uin, &c->cout)) {
     case LB_HTTP_HEAD:
         return on_response_head(c);
     case LB_HTTP_DONE:
         c->resp_done = true;
         return STEP_PROGRESS;
     case LB_HTTP_ERROR:
-        return lb_proxy_upstream_failed(c, FAIL_BAD_RESPONSE, c->resp.error_text);
+        return lb_proxy_upstream_failed(c, FAIL_BAD_RESPONSE, c->x->resp.error_text);
     default:
         break;
     }
@@ -396,15 +398,15 @@ static enum lb_step move_response(struct lb_conn *c)
         return STEP_PROGRESS;
     if (!c->upstream_eof)
         return STEP_IDLE;
-    switch (lb_http_finish(&c->resp, &c->cout)) {
+    switch (lb_http_finish(&c->x->resp, &c->cout)) {
     case LB_HTTP_DONE:
         c->resp_done = true;
-        c->keep_alive = c->keep_alive && c->resp.out_framing != LB_FRAMING_CLOSE;
+        c->keep_alive = c->keep_alive && c->x->resp.out_framing != LB_FRAMING_CLOSE;
         return STEP_PROGRESS;
     case LB_HTTP_AGAIN:
         return lb_proxy_upstream_failed(c, FAIL_RESET, "closed without a response");
     default:
-        return lb_proxy_upstream_failed(c, FAIL_RESET, c->resp.error_text);
+        return lb_proxy_upstream_failed(c, FAIL_RESET, c->x->resp.error_text);
     }
 }
 
@@ -413,9 +415,9 @@ static enum lb_step move_response(struct lb_conn *c)
 static enum lb_step finish_exchange(struct lb_conn *c)
 {
     lb_conn_log(c);
-    bool reusable = c->req_done && c->resp.head.keep_alive && !c->upstream_eof &&
+    bool reusable = c->req_done && c->x->resp.head.keep_alive && !c->upstream_eof &&
                     lb_buf_len(&c->uin) == 0 && lb_buf_len(&c->uout) == c->uout_sent &&
-                    c->resp.out_framing != LB_FRAMING_CLOSE;
+                    c->x->resp.out_framing != LB_FRAMING_CLOSE;
     if (!c->req_done)
         c->keep_alive = false; /* the rest of the request body is unread */
     lb_proxy_release(c, reusable);
@@ -425,7 +427,7 @@ static enum lb_step finish_exchange(struct lb_conn *c)
         c->state = CONN_CLOSING;
         return STEP_PROGRESS;
     }
-    lb_http_parser_next(&c->req);
+    lb_http_parser_next(&c->x->req);
     c->state = CONN_READ_HEAD;
     lb_proxy_reset_exchange(c);
     c->t_start = lb_buf_len(&c->cin) > 0 ? now_of(c) : 0;

@@ -161,6 +161,7 @@ void lb_worker_destroy(struct lb_worker *w)
     w->balancers = NULL;
     if (w->loop)
         lb_pool_destroy(&w->pool);
+    lb_conn_free_spares(w);
     lb_buf_cache_destroy(&w->bufs);
     if (w->loop)
         ev_loop_destroy(w->loop);

@@ -18,6 +18,7 @@
 
 struct lb_listener;
 struct lb_conn;
+struct lb_exchange;
 
 /* Connections and counters shared by all workers of the process. */
 struct lb_shared {
@@ -45,6 +46,8 @@ struct lb_worker {
     struct lb_pool pool;
     void **balancers; /* per backend, from its ops' create() */
     struct lb_buf_cache bufs;
+    struct lb_exchange *spare_exchanges; /* conn.c's, kept for reuse */
+    size_t n_spare_exchanges;
 
     unsigned connections;      /* open client connections of this worker */
     uint64_t accepts;          /* accepted connections */
