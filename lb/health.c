@@ -90,6 +90,10 @@ uint64_t lb_health_weight(const struct lb_server *s, const struct lb_backend *b,
     if (!b || !(b->slow_start > 0))
         return full;
     uint64_t since = atomic_load_explicit(&s->up_since_ms, memory_order_relaxed);
+    /* Back from an ejection the sweep has not cleared yet: it ramps from there. */
+    uint64_t ejected = atomic_load_explicit(&s->ejected_until_ms, memory_order_relaxed);
+    if (ejected > since && ejected <= now_ms)
+        since = ejected;
     uint64_t ramp_ms = (uint64_t)(b->slow_start * 1000.0);
     if (since == 0 || ramp_ms == 0)
         return full;
@@ -312,12 +316,14 @@ static void check_verdict(struct check *c, bool ok, const char *reason)
         /* up_since first, so a worker that sees up also sees the ramp start. */
         atomic_store(&s->up_since_ms, lb_now_ms());
         atomic_store(&s->up, true);
-        lb_log_info("%s is UP: %u successful checks (%s)",
-                    server_name(c->backend, s, name, sizeof name), h->rise, reason);
+        lb_log_info("%s is UP: %u successful check%s (%s)",
+                    server_name(c->backend, s, name, sizeof name), h->rise, h->rise > 1 ? "s" : "",
+                    reason);
     } else {
         atomic_store(&s->up, false);
-        lb_log_info("%s is DOWN: %s (%u failed checks)",
-                    server_name(c->backend, s, name, sizeof name), reason, h->fall);
+        lb_log_info("%s is DOWN: %s (%u failed check%s)",
+                    server_name(c->backend, s, name, sizeof name), reason, h->fall,
+                    h->fall > 1 ? "s" : "");
     }
 }
 
@@ -587,6 +593,11 @@ static void sweep_one(struct check *c, uint64_t now_ms)
         c->decay_from_ms = until;
         return;
     }
+    /* The return counts as coming up, for slow start: up_since first, so that
+     * lb_health_weight() never sees neither. The health thread is the only
+     * writer of up_since_ms. */
+    if (until != 0 && until > atomic_load(&s->up_since_ms))
+        atomic_store(&s->up_since_ms, until);
     if (until != 0 && atomic_compare_exchange_strong(&s->ejected_until_ms, &until, 0)) {
         char name[256];
         lb_log_info("%s returns from ejection", server_name(c->backend, s, name, sizeof name));

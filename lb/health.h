@@ -68,9 +68,10 @@ bool lb_health_usable(const struct lb_server *s, uint64_t now_ms);
 
 /* The effective weight of `s` at `now_ms`, in units of 1/LB_WEIGHT_SCALE:
  * weight * LB_WEIGHT_SCALE, except during the first `b->slow_start` seconds
- * after it came up (up_since_ms), when it grows linearly from
- * LB_SLOW_START_FLOOR/LB_WEIGHT_SCALE (10%) of that to all of it. Never 0
- * (a weight of 0 counts as 1). Servers up since lb started do not ramp. */
+ * after it came up (up_since_ms) or returned from an ejection, when it grows
+ * linearly from LB_SLOW_START_FLOOR/LB_WEIGHT_SCALE (10%) of that to all of
+ * it. Never 0 (a weight of 0 counts as 1). Servers up since lb started and
+ * never ejected do not ramp. b may be NULL (no slow start). */
 uint64_t lb_health_weight(const struct lb_server *s, const struct lb_backend *b, uint64_t now_ms);
 
 /* ---- passive detection --------------------------------------------------- */

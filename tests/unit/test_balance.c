@@ -1,5 +1,6 @@
 /* Balancing algorithms, through the ops tables: exact weight distribution,
- * smoothness, rotation among equals, retries that skip tried servers. */
+ * smoothness, rotation among equals, retries that skip tried servers, and
+ * health: down and ejected servers are never picked, slow start ramps. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,6 +36,7 @@ static void fixture_init(struct fixture *f, const unsigned *weights, const int *
         s->weight = weights[i];
         s->index = (unsigned)i;
         atomic_init(&s->active, active ? active[i] : 0);
+        atomic_init(&s->up, true);
     }
 }
 
@@ -513,6 +515,190 @@ static void test_lc_single_and_empty(void **state)
     lb_balance_leastconn.destroy(st);
 }
 
+/* ---- health, for both algorithms ---- */
+
+static const struct lb_balancer_ops *const all_ops[] = {&lb_balance_roundrobin,
+                                                        &lb_balance_leastconn};
+
+/* A down server is never picked, whatever its weight or load; when it comes
+ * back it is picked again; with every server down, pick gives NULL. */
+static void test_down_never_picked(void **state)
+{
+    (void)state;
+    static const unsigned w[] = {5, 1, 3, 1}; /* the heaviest are down */
+    for (size_t o = 0; o < 2; o++) {
+        const struct lb_balancer_ops *ops = all_ops[o];
+        struct fixture f;
+        fixture_init(&f, w, NULL, 4);
+        void *st = create_checked(ops, &f);
+        struct lb_pick_ctx ctx = {.now_ms = 1000};
+        atomic_store(&f.servers[0].up, false);
+        atomic_store(&f.servers[2].up, false);
+        unsigned count[4] = {0};
+        for (int k = 0; k < 400; k++)
+            count[index_of(&f, ops->pick(st, &ctx))]++;
+        if (count[0] || count[2] || !count[1] || !count[3])
+            fail_msg("%s: a,b,c,d picked %u,%u,%u,%u with a and c down", ops->name, count[0],
+                     count[1], count[2], count[3]);
+        /* Down plus tried: the only usable one. */
+        ctx.tried[ctx.n_tried++] = &f.servers[1];
+        for (int k = 0; k < 10; k++)
+            assert_ptr_equal(ops->pick(st, &ctx), &f.servers[3]);
+        ctx.n_tried = 0;
+        /* All down: nothing, every time (the caller answers 503). */
+        atomic_store(&f.servers[1].up, false);
+        atomic_store(&f.servers[3].up, false);
+        for (int k = 0; k < 10; k++)
+            assert_null(ops->pick(st, &ctx));
+        /* a back: it takes everything. */
+        atomic_store(&f.servers[0].up, true);
+        for (int k = 0; k < 10; k++)
+            assert_ptr_equal(ops->pick(st, &ctx), &f.servers[0]);
+        ops->destroy(st);
+    }
+}
+
+/* An ejected server is skipped until ejected_until_ms, then picked again;
+ * a ctx without now_ms reads the clock. */
+static void test_ejected_never_picked(void **state)
+{
+    (void)state;
+    static const unsigned w[] = {1, 1, 1};
+    for (size_t o = 0; o < 2; o++) {
+        const struct lb_balancer_ops *ops = all_ops[o];
+        struct fixture f;
+        fixture_init(&f, w, NULL, 3);
+        void *st = create_checked(ops, &f);
+        atomic_store(&f.servers[1].ejected_until_ms, 5000);
+        struct lb_pick_ctx ctx = {.now_ms = 4999};
+        unsigned count[3] = {0};
+        for (int k = 0; k < 300; k++)
+            count[index_of(&f, ops->pick(st, &ctx))]++;
+        if (count[1] != 0 || count[0] != 150 || count[2] != 150)
+            fail_msg("%s: while b is ejected: %u,%u,%u", ops->name, count[0], count[1], count[2]);
+        /* At the end of the ejection b is back, in an equal share. */
+        ctx.now_ms = 5000;
+        memset(count, 0, sizeof count);
+        for (int k = 0; k < 300; k++)
+            count[index_of(&f, ops->pick(st, &ctx))]++;
+        if (count[1] < 90)
+            fail_msg("%s: after the ejection b got %u of 300", ops->name, count[1]);
+        /* now_ms 0 (or no ctx): the real clock, which never reaches an
+         * ejection into the far future. */
+        atomic_store(&f.servers[2].ejected_until_ms, UINT64_MAX);
+        ctx.now_ms = 0;
+        for (int k = 0; k < 50; k++)
+            assert_ptr_not_equal(ops->pick(st, &ctx), &f.servers[2]);
+        for (int k = 0; k < 50; k++)
+            assert_ptr_not_equal(ops->pick(st, NULL), &f.servers[2]);
+        /* Down and ejected at once, or both ejected and one down: nothing. */
+        atomic_store(&f.servers[0].up, false);
+        atomic_store(&f.servers[1].ejected_until_ms, UINT64_MAX);
+        assert_null(ops->pick(st, &ctx));
+        ops->destroy(st);
+    }
+}
+
+/* Slow start: a server that just came up gets about 10% of its share, growing
+ * linearly to all of it over slow_start; full share once it is over. */
+static void test_slow_start_share(void **state)
+{
+    (void)state;
+    static const unsigned w[] = {1, 1};
+    struct fixture f;
+    fixture_init(&f, w, NULL, 2);
+    f.backend.slow_start = 10; /* seconds */
+    const uint64_t up_at = 100000;
+    atomic_store(&f.servers[1].up_since_ms, up_at);
+    void *st = create_checked(&lb_balance_roundrobin, &f);
+    struct lb_pick_ctx ctx = {0};
+    /* b's share of 1100 picks at points of the ramp: its weight w(t) against
+     * a's full 1000 gives 1100 * w / (1000 + w): 100 at the start, 390 half
+     * way, 550 at the end and after. */
+    static const struct {
+        uint64_t after_ms;
+    } points[] = {{0}, {2500}, {5000}, {7500}, {10000}, {60000}};
+    unsigned prev = 0;
+    for (size_t p = 0; p < sizeof points / sizeof points[0]; p++) {
+        ctx.now_ms = up_at + points[p].after_ms;
+        uint64_t wb = lb_health_weight(&f.servers[1], &f.backend, ctx.now_ms);
+        uint64_t wa = lb_health_weight(&f.servers[0], &f.backend, ctx.now_ms);
+        assert_int_equal(wa, LB_WEIGHT_SCALE);
+        unsigned want = (unsigned)(1100 * wb / (wa + wb));
+        unsigned count = 0;
+        for (int k = 0; k < 1100; k++)
+            count += lb_balance_roundrobin.pick(st, &ctx) == &f.servers[1];
+        if (count + 2 < want || count > want + 2)
+            fail_msg("at +%llums: b (weight %llu) got %u of 1100, want about %u",
+                     (unsigned long long)points[p].after_ms, (unsigned long long)wb, count, want);
+        assert_true(count >= prev);
+        prev = count;
+    }
+    lb_balance_roundrobin.destroy(st);
+}
+
+/* The ramp itself, and leastconn's ratio following it: a server in slow start
+ * takes fewer connections. */
+static void test_slow_start_weight(void **state)
+{
+    (void)state;
+    static const unsigned w[] = {4, 4};
+    struct fixture f;
+    fixture_init(&f, w, NULL, 2);
+    const struct lb_server *b = &f.servers[1];
+    f.backend.slow_start = 10;
+    atomic_store(&f.servers[1].up_since_ms, 20000);
+    static const struct {
+        uint64_t now;
+        uint64_t want;
+    } ramp[] = {
+        {19000, 400},  /* a clock before up_since counts as the start */
+        {20000, 400},  /* 10% of 4000 */
+        {21000, 760},  /* + 3600 * 1/10 */
+        {25000, 2200}, /* half way */
+        {29999, 3999}, {30000, 4000}, {99999, 4000},
+    };
+    uint64_t last = 0;
+    for (size_t i = 0; i < sizeof ramp / sizeof ramp[0]; i++) {
+        uint64_t got = lb_health_weight(b, &f.backend, ramp[i].now);
+        if (got != ramp[i].want)
+            fail_msg("at %llu: weight %llu, want %llu", (unsigned long long)ramp[i].now,
+                     (unsigned long long)got, (unsigned long long)ramp[i].want);
+        assert_true(got >= last);
+        last = got;
+    }
+    /* No slow start, or up since lb started: full at once. */
+    f.backend.slow_start = 0;
+    assert_int_equal(lb_health_weight(b, &f.backend, 20000), 4000);
+    f.backend.slow_start = 10;
+    atomic_store(&f.servers[1].up_since_ms, 0);
+    assert_int_equal(lb_health_weight(b, &f.backend, 20000), 4000);
+    assert_int_equal(lb_health_weight(b, NULL, 20000), 4000);
+    /* Back from an ejection (not yet cleared by the health thread): it
+     * ramps from the end of the ejection too. */
+    atomic_store(&f.servers[1].ejected_until_ms, 50000);
+    assert_int_equal(lb_health_weight(b, &f.backend, 50000), 400);
+    assert_int_equal(lb_health_weight(b, &f.backend, 55000), 2200);
+    assert_int_equal(lb_health_weight(b, &f.backend, 60000), 4000);
+    atomic_store(&f.servers[1].ejected_until_ms, 0);
+
+    /* leastconn: at 10%, b is filled to about a tenth of a's count. */
+    atomic_store(&f.servers[1].up_since_ms, 20000);
+    void *st = create_checked(&lb_balance_leastconn, &f);
+    struct lb_pick_ctx ctx = {.now_ms = 20000};
+    for (int k = 0; k < 1100; k++)
+        atomic_fetch_add(&lb_balance_leastconn.pick(st, &ctx)->active, 1);
+    int na = atomic_load(&f.servers[0].active), nb = atomic_load(&f.servers[1].active);
+    if (nb < 95 || nb > 105)
+        fail_msg("leastconn at 10%%: a %d, b %d", na, nb);
+    /* Ramp over: b catches up, taking the next picks until level. */
+    ctx.now_ms = 30000;
+    for (int k = 0; k < 900; k++)
+        atomic_fetch_add(&lb_balance_leastconn.pick(st, &ctx)->active, 1);
+    assert_int_equal(atomic_load(&f.servers[0].active), atomic_load(&f.servers[1].active));
+    lb_balance_leastconn.destroy(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -533,6 +719,10 @@ int main(void)
         cmocka_unit_test(test_lc_follows_counts),
         cmocka_unit_test(test_lc_tried),
         cmocka_unit_test(test_lc_single_and_empty),
+        cmocka_unit_test(test_down_never_picked),
+        cmocka_unit_test(test_ejected_never_picked),
+        cmocka_unit_test(test_slow_start_share),
+        cmocka_unit_test(test_slow_start_weight),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

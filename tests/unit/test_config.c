@@ -59,7 +59,7 @@ static const struct bad_case bad_cases[] = {
     {"listen:\n  - address: 127.0.0.1:80\n    tls: on\n", 3, "unknown key 'tls' in listen entry"},
     {"backends:\n  app:\n    balanse: roundrobin\n", 3, "unknown key 'balanse' in backend 'app'"},
     {"backends:\n  app:\n    servers:\n      - { address: 127.0.0.1:9001, wieght: 2 }\n", 4,
-     "unknown key 'wieght' in server (known: address, weight, id)"},
+     "unknown key 'wieght' in server (known: address, weight, id, max_conns)"},
     {ONE_BACKEND "routes:\n  - { backend: app, prefix: /x }\n", 6, "unknown key 'prefix' in route"},
     /* duplicate keys */
     {"workers: 1\nworkers: 2\n", 2, "duplicate key 'workers' (first on line 1)"},
@@ -148,6 +148,49 @@ static const struct bad_case bad_cases[] = {
      5, "server id 'a' is already used on line 4"},
     {"backends:\n  app:\n    servers:\n      - { address: 127.0.0.1:9001, id: \"\" }\n", 4,
      "id: missing value"},
+    /* health, passive detection, retries, queues */
+    {ONE_BACKEND "    health: { type: udp }\n", 5, "type: expected http or tcp, got 'udp'"},
+    {ONE_BACKEND "    health: { path: health }\n", 5, "path: 'health' must start with '/'"},
+    {ONE_BACKEND "    health: { path: \"/a b\" }\n", 5,
+     "path: '/a b' must be printable ASCII without spaces"},
+    {ONE_BACKEND "    health:\n      host: \"a\\r\\nX-Evil: 1\"\n", 6,
+     "host: 'a\r\nX-Evil: 1' must be printable ASCII without spaces"},
+    {ONE_BACKEND "    health:\n      interval: 0s\n", 6, "interval: must be more than 0"},
+    {ONE_BACKEND "    health:\n      timeout: 0\n", 6, "timeout: must be more than 0"},
+    {ONE_BACKEND "    health:\n      timeout: soon\n", 6, "timeout: bad duration 'soon'"},
+    {ONE_BACKEND "    health: { rise: 0 }\n", 5, "rise: must be between 1 and 100"},
+    {ONE_BACKEND "    health: { fall: 101 }\n", 5, "fall: must be between 1 and 100"},
+    {ONE_BACKEND "    health: { expect: 99 }\n", 5, "expect: must be between 100 and 599"},
+    {ONE_BACKEND "    health: { expect: 2xx }\n", 5, "expect: expected a number, got '2xx'"},
+    {ONE_BACKEND "    health: { initial: maybe }\n", 5,
+     "initial: expected up or down, got 'maybe'"},
+    {ONE_BACKEND "    health:\n      path: /h\n      interva: 1s\n", 7,
+     "unknown key 'interva' in health (known: type, path, host, interval, timeout, rise, fall, "
+     "expect, initial)"},
+    {ONE_BACKEND "    health: /health\n", 5, "health: expected a mapping, got a scalar"},
+    {ONE_BACKEND "    health:\n", 5, "health: expected a mapping, got nothing"},
+    {ONE_BACKEND "    health: { path: /a, path: /b }\n", 5, "duplicate key 'path'"},
+    {ONE_BACKEND "    slow_start: -1s\n", 5, "slow_start: bad duration '-1s'"},
+    {ONE_BACKEND "    passive: { failures: -1 }\n", 5, "failures: expected a number, got '-1'"},
+    {ONE_BACKEND "    passive: { failures: 1001 }\n", 5, "failures: must be between 0 and 1000"},
+    {ONE_BACKEND "    passive:\n      base_ejection: 0s\n", 6,
+     "base_ejection: must be more than 0"},
+    {ONE_BACKEND "    passive:\n      base_ejection: 1m\n      max_ejection: 30s\n", 6,
+     "passive: max_ejection (30s) is shorter than base_ejection (60s)"},
+    {ONE_BACKEND "    passive: { max_ejected_percent: 101 }\n", 5,
+     "max_ejected_percent: must be between 0 and 100"},
+    {ONE_BACKEND "    passive: { on_5xx: yes }\n", 5, "on_5xx: expected true or false, got 'yes'"},
+    {ONE_BACKEND "    passive: { failure: 3 }\n", 5, "unknown key 'failure' in passive"},
+    {ONE_BACKEND "    retries: 8\n", 5, "retries: must be between 0 and 7"},
+    {ONE_BACKEND "    retries: two\n", 5, "retries: expected a number, got 'two'"},
+    {ONE_BACKEND "    retry_budget: { percent: 101 }\n", 5, "percent: must be between 0 and 100"},
+    {ONE_BACKEND "    retry_budget: { burst: 1 }\n", 5, "unknown key 'burst' in retry_budget"},
+    {ONE_BACKEND "    retry_budget: 20\n", 5, "retry_budget: expected a mapping, got a scalar"},
+    {ONE_BACKEND "    queue: -5\n", 5, "queue: expected a number, got '-5'"},
+    {ONE_BACKEND "    queue: 1000001\n", 5, "queue: must be between 0 and 1000000"},
+    {"backends:\n  app:\n    servers:\n      - { address: 127.0.0.1:9001, max_conns: x }\n", 4,
+     "max_conns: expected a number, got 'x'"},
+    {"timeouts: { queue: 0s }\n", 1, "queue: must be more than 0"},
     /* routes */
     {ONE_BACKEND "routes:\n  - { path_prefix: /, backend: web }\n", 6,
      "backend: no backend is named 'web'"},
@@ -247,7 +290,133 @@ static void test_defaults(void **state)
     assert_int_equal(atomic_load(&b->servers[0].active), 0);
     assert_int_equal(port_of(&b->servers[0].address), 9001);
     assert_int_equal(cfg->n_routes, 0);
+
+    /* health and fault tolerance: no active checks, servers up */
+    assert_true(cfg->timeouts.queue == 2);
+    assert_int_equal(b->health.type, LB_HEALTH_NONE);
+    assert_null(b->health.path);
+    assert_null(b->health.host);
+    assert_true(b->slow_start == 0);
+    assert_int_equal(b->passive.failures, 5);
+    assert_true(b->passive.base_ejection == 10);
+    assert_true(b->passive.max_ejection == 300);
+    assert_int_equal(b->passive.max_ejected_percent, 50);
+    assert_false(b->passive.on_5xx);
+    assert_int_equal(b->retries, 2);
+    assert_int_equal(b->retry_budget.percent, 20);
+    assert_int_equal(b->retry_budget.min_per_second, 3);
+    assert_int_equal(b->queue, 100);
+    assert_int_equal(b->servers[0].max_conns, 0);
+    assert_true(atomic_load(&b->servers[0].up));
+    assert_int_equal(atomic_load(&b->servers[0].up_since_ms), 0);
+    assert_int_equal(atomic_load(&b->servers[0].ejected_until_ms), 0);
+    assert_int_equal(atomic_load(&b->servers[0].passive_failures), 0);
+    assert_int_equal(atomic_load(&b->servers[0].ejections), 0);
     lb_config_free(cfg);
+}
+
+/* Every health and fault-tolerance key, block style, and the defaults that
+ * a bare `health: {}` gets. */
+static void test_health_keys(void **state)
+{
+    (void)state;
+    static const char yaml[] = "timeouts:\n"
+                               "  queue: 750ms\n"
+                               "backends:\n"
+                               "  app:\n"
+                               "    servers:\n"
+                               "      - address: 127.0.0.1:9001\n"
+                               "        max_conns: 64\n"
+                               "      - { address: 127.0.0.1:9002 }\n"
+                               "    health:\n"
+                               "      type: http\n"
+                               "      path: /healthz?full=1\n"
+                               "      interval: 200ms\n"
+                               "      timeout: 150ms\n"
+                               "      rise: 4\n"
+                               "      fall: 1\n"
+                               "      expect: 204\n"
+                               "      host: app.internal\n"
+                               "      initial: down\n"
+                               "    slow_start: 30s\n"
+                               "    passive:\n"
+                               "      failures: 0\n"
+                               "      base_ejection: 500ms\n"
+                               "      max_ejection: 500ms\n"
+                               "      max_ejected_percent: 100\n"
+                               "      on_5xx: true\n"
+                               "    retries: 0\n"
+                               "    retry_budget: { percent: 0, min_per_second: 0 }\n"
+                               "    queue: 0\n"
+                               "  tcp:\n"
+                               "    health: { type: tcp, initial: up }\n"
+                               "    servers: [ { address: 127.0.0.1:9003 } ]\n"
+                               "  plain:\n"
+                               "    health: {}\n"
+                               "    servers: [ { address: 127.0.0.1:9004 } ]\n"
+                               "routes:\n"
+                               "  - { backend: app }\n";
+    struct lb_config *cfg = parse_ok(yaml);
+    assert_true(cfg->timeouts.queue == 0.75);
+    const struct lb_backend *app = &cfg->backends[0], *tcp = &cfg->backends[1],
+                            *plain = &cfg->backends[2];
+    assert_int_equal(app->health.type, LB_HEALTH_HTTP);
+    assert_string_equal(app->health.path, "/healthz?full=1");
+    assert_string_equal(app->health.host, "app.internal");
+    assert_true(app->health.interval == 0.2);
+    assert_true(app->health.timeout == 0.15);
+    assert_int_equal(app->health.rise, 4);
+    assert_int_equal(app->health.fall, 1);
+    assert_int_equal(app->health.expect, 204);
+    assert_false(app->health.initial_up);
+    /* initial: down holds for every server of the backend, whichever key
+     * came first */
+    assert_false(atomic_load(&app->servers[0].up));
+    assert_false(atomic_load(&app->servers[1].up));
+    assert_int_equal(app->servers[0].max_conns, 64);
+    assert_int_equal(app->servers[1].max_conns, 0);
+    assert_true(app->slow_start == 30);
+    assert_int_equal(app->passive.failures, 0);
+    assert_true(app->passive.base_ejection == 0.5);
+    assert_true(app->passive.max_ejection == 0.5);
+    assert_int_equal(app->passive.max_ejected_percent, 100);
+    assert_true(app->passive.on_5xx);
+    assert_int_equal(app->retries, 0);
+    assert_int_equal(app->retry_budget.percent, 0);
+    assert_int_equal(app->retry_budget.min_per_second, 0);
+    assert_int_equal(app->queue, 0);
+
+    assert_int_equal(tcp->health.type, LB_HEALTH_TCP);
+    assert_true(tcp->health.initial_up);
+    assert_true(atomic_load(&tcp->servers[0].up));
+
+    assert_int_equal(plain->health.type, LB_HEALTH_HTTP);
+    assert_string_equal(plain->health.path, "/health");
+    assert_null(plain->health.host);
+    assert_true(plain->health.interval == 1);
+    assert_true(plain->health.timeout == 0.5);
+    assert_int_equal(plain->health.rise, 2);
+    assert_int_equal(plain->health.fall, 3);
+    assert_int_equal(plain->health.expect, 200);
+    assert_true(plain->health.initial_up);
+    assert_true(atomic_load(&plain->servers[0].up));
+    lb_config_free(cfg);
+
+    /* a path of the longest length passes, one more fails */
+    char long_yaml[LB_HEALTH_MAX_PATH + 256], err[256];
+    char path[LB_HEALTH_MAX_PATH + 2];
+    memset(path, 'p', sizeof path);
+    path[0] = '/';
+    path[LB_HEALTH_MAX_PATH] = '\0';
+    snprintf(long_yaml, sizeof long_yaml, ONE_BACKEND "    health: { path: %s }\n", path);
+    cfg = parse_ok(long_yaml);
+    assert_int_equal(strlen(cfg->backends[0].health.path), LB_HEALTH_MAX_PATH);
+    lb_config_free(cfg);
+    path[LB_HEALTH_MAX_PATH] = 'p';
+    path[LB_HEALTH_MAX_PATH + 1] = '\0';
+    snprintf(long_yaml, sizeof long_yaml, ONE_BACKEND "    health: { path: %s }\n", path);
+    assert_null(parse(long_yaml, err, sizeof err));
+    assert_non_null(strstr(err, "t.yaml:5: path: longer than 1024 characters"));
 }
 
 /* The schema of the issue, flow style, every key set. */
@@ -719,7 +888,7 @@ int main(void)
         cmocka_unit_test(test_demo_config),    cmocka_unit_test(test_durations),
         cmocka_unit_test(test_sizes),          cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_routing),        cmocka_unit_test(test_default_route),
-        cmocka_unit_test(test_load_free_many),
+        cmocka_unit_test(test_load_free_many), cmocka_unit_test(test_health_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
