@@ -490,6 +490,27 @@ static const struct field timeout_fields[] = {
     FIELD("server", field_duration, struct lb_timeouts, server, 1, 0),
     FIELD("drain", field_duration, struct lb_timeouts, drain, 0, 0),
     FIELD("queue", field_duration, struct lb_timeouts, queue, 1, 0),
+    FIELD("tunnel", field_duration, struct lb_timeouts, tunnel, 1, 0),
+    {0},
+};
+
+static int parse_choice(struct parser *p, const struct field *f, yaml_node_t *value, void *obj,
+                        const char *yes, const char *no);
+
+static int field_xff_mode(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
+{
+    return parse_choice(p, f, value, obj, "replace", "append");
+}
+
+static int field_underscores(struct parser *p, const struct field *f, yaml_node_t *value,
+                             void *obj)
+{
+    return parse_choice(p, f, value, obj, "allow", "drop");
+}
+
+static const struct field header_fields[] = {
+    FIELD("x_forwarded_for", field_xff_mode, struct lb_header_rules, xff_replace, 0, 0),
+    FIELD("underscores", field_underscores, struct lb_header_rules, allow_underscores, 0, 0),
     {0},
 };
 
@@ -891,6 +912,7 @@ static const struct field top_fields[] = {
     {"log", field_map, 0, 0, 0, log_fields},
     {"timeouts", field_map, offsetof(struct lb_config, timeouts), 0, 0, timeout_fields},
     {"limits", field_map, offsetof(struct lb_config, limits), 0, 0, limit_fields},
+    {"headers", field_map, offsetof(struct lb_config, headers), 0, 0, header_fields},
     {"backends", field_backends, 0, 0, 0, NULL},
     {"routes", field_routes, 0, 0, 0, NULL},
     {0},
@@ -909,7 +931,8 @@ static struct lb_config *config_new(const char *name)
                                          .client_idle = 60,
                                          .server = 30,
                                          .drain = 10,
-                                         .queue = 2};
+                                         .queue = 2,
+                                         .tunnel = 3600};
     cfg->limits = (struct lb_limits){.max_connections = 10000,
                                      .max_header_size = 16u << 10,
                                      .max_uri_size = 8u << 10,

@@ -115,6 +115,13 @@ struct lb_timeouts {           /* seconds */
     double server;             /* waiting for response bytes, default 30 */
     double drain;              /* graceful shutdown, default 10 */
     double queue;              /* longest wait in a backend's queue (max_conns), default 2 */
+    double tunnel;             /* an idle Upgrade/WebSocket tunnel, default 1h */
+};
+
+/* How lb treats client headers it forwards. */
+struct lb_header_rules {
+    bool xff_replace;       /* x_forwarded_for: replace (an untrusted edge) | append (default) */
+    bool allow_underscores; /* underscores: allow | drop (default): names with '_' */
 };
 
 struct lb_limits {
@@ -132,6 +139,7 @@ struct lb_config {
     char *access_log;          /* NULL = off, "stdout", or a file path */
     struct lb_timeouts timeouts;
     struct lb_limits limits;
+    struct lb_header_rules headers;
     struct lb_backend *backends;
     size_t n_backends;
     struct lb_route *routes;

@@ -75,7 +75,7 @@ static void update_deadline(struct lb_conn *c)
     case CONN_TUNNEL: {
         ev_tstamp last = c->client_activity > c->upstream_activity ? c->client_activity
                                                                    : c->upstream_activity;
-        set_deadline(c, DL_TUNNEL, last + t->client_idle);
+        set_deadline(c, DL_TUNNEL, last + t->tunnel);
         break;
     }
     case CONN_CLOSING:

@@ -174,8 +174,14 @@ const char *lb_rewrite_request(const struct lb_http_head *req, const char *base,
         int up = lb_http_find_header(req, base, "upgrade", 0);
         if (up >= 0)
             rc |= put_header(out, base, &req->headers[up]);
-        rc |= lb_buf_append(out, "Connection: upgrade\r\n", 21);
     }
+    /* TE is hop-by-hop: whoever sends it names it in Connection. */
+    if (tunnel && te_trailers)
+        rc |= lb_buf_append(out, "Connection: upgrade, TE\r\n", 25);
+    else if (tunnel)
+        rc |= lb_buf_append(out, "Connection: upgrade\r\n", 21);
+    else if (te_trailers)
+        rc |= lb_buf_append(out, "Connection: TE\r\n", 16);
     rc |= put_framing(out, req, framing);
     rc |= lb_buf_append(out, "\r\n", 2);
     if (rc != 0) {

@@ -170,6 +170,8 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
         .client_addr = c->peer,
         .proto = "http",
         .default_host = c->listen->address.text,
+        .xff_replace = w->cfg->headers.xff_replace,
+        .allow_underscores = w->cfg->headers.allow_underscores,
     };
     const char *err = lb_rewrite_request(h, base, &info, framing, c->tunnel_asked, &c->uout);
     if (err) {

@@ -50,6 +50,11 @@ struct bad_case {
 };
 
 static const struct bad_case bad_cases[] = {
+    /* header rules */
+    {"headers:\n  x_forwarded_for: bogus\n", 2, "x_forwarded_for: expected replace or append"},
+    {"headers: { underscores: yes }\n", 1, "underscores: expected allow or drop"},
+    {"headers:\n  via: off\n", 2, "unknown key 'via' in"},
+    {"timeouts: { tunnel: 0s }\n", 1, "tunnel"},
     /* unknown keys, at every level */
     {"bogus: 1\n", 1, "unknown key 'bogus' in the top level"},
     {"workers: 2\n\nwrokers: 3\n", 3, "unknown key 'wrokers'"},
@@ -264,6 +269,9 @@ static void test_defaults(void **state)
     assert_true(cfg->timeouts.client_idle == 60);
     assert_true(cfg->timeouts.server == 30);
     assert_true(cfg->timeouts.drain == 10);
+    assert_true(cfg->timeouts.tunnel == 3600);
+    assert_false(cfg->headers.xff_replace);
+    assert_false(cfg->headers.allow_underscores);
     assert_int_equal(cfg->limits.max_connections, 10000);
     assert_int_equal(cfg->limits.max_header_size, 16384);
     assert_int_equal(cfg->limits.max_uri_size, 8192);

@@ -38,7 +38,7 @@ static const struct request_case request_cases[] = {
      "Keep-Alive: 300\r\nProxy-Connection: x\r\nTE: trailers\r\nX-Secret: s\r\nUpgrade: h2c\r\n"
      "Trailer: X\r\nX-Kept: k\r\n\r\n", false,
      "GET / HTTP/1.1\r\nHost: h\r\nX-Kept: k\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.9\r\n"
-     "X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\n\r\n"},
+     "X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\nConnection: TE\r\n\r\n"},
     {"TE other than trailers dropped", "GET / HTTP/1.1\r\nHost: h\r\nTE: gzip\r\n\r\n", false,
      "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\n"
      "X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\n\r\n"},
