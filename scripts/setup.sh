@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config clang
   libev-dev libssl-dev libcmocka-dev libyaml-dev node-llhttp
-  curl wrk python3
+  curl wrk python3 slowhttptest iproute2 procps
 )
 if [ "${LB_SETUP_BENCH:-0}" = 1 ]; then
   packages+=(nginx-light haproxy util-linux)
