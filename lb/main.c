@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "config.h"
@@ -47,8 +48,25 @@ static unsigned join_workers(struct lb_worker *workers, unsigned n, double secon
     return ended;
 }
 
+/* Each client connection may hold two descriptors (client and server):
+ * raise the soft limit as far as the hard limit allows. */
+static void raise_fd_limit(const struct lb_config *cfg)
+{
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_NOFILE, &lim) < 0)
+        return;
+    rlim_t want = (rlim_t)cfg->limits.max_connections * 2 + 64;
+    if (lim.rlim_cur >= want)
+        return;
+    lim.rlim_cur = lim.rlim_max == RLIM_INFINITY || lim.rlim_max > want ? want : lim.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < want)
+        lb_log_info("open files limited to %llu: fewer than max_connections x 2",
+                    (unsigned long long)lim.rlim_cur);
+}
+
 static int run(struct lb_config *cfg)
 {
+    raise_fd_limit(cfg);
     int rc = 1;
     if (lb_log_open(cfg->access_log) < 0) {
         lb_log_error("access log %s: %s", cfg->access_log, strerror(errno));
