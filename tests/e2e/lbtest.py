@@ -110,12 +110,23 @@ def port_accepts(port, timeout=0.5):
 
 
 def established_to(port):
-    """How many ESTABLISHED TCP sockets have remote port `port` (for lb's
-    pooled connections to a backend: the backend's own side has it as the
-    local port and is not counted)."""
-    out = subprocess.run(["ss", "-Htn", "state", "established", "( dport = :%d )" % port],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=10, check=True)
-    return len([l for l in out.stdout.decode().splitlines() if l.strip()])
+    """How many ESTABLISHED TCP connections have remote port `port`: for a
+    backend's port, lb's pooled connections to it (the backend's own side
+    has it as the local port and is not counted). Read from /proc/net/tcp,
+    like `ss -Htn state established dport = :PORT`, without needing ss."""
+    n = 0
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    remote, state = fields[2], fields[3]
+                    if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
+                        n += 1
+        except FileNotFoundError:
+            continue
+    return n
 
 
 def tmpdir(name):
@@ -211,6 +222,7 @@ class Backend(Proc):
         m = wait_for(ready, 10, "lb-backend %s to listen" % ident)
         self.port = int(m.group(1))
         self.address = "%s:%d" % (HOST, self.port)
+        wait_for(lambda: port_accepts(self.port), 10, "lb-backend %s to accept" % ident)
 
 
 def start_backends(n, prefix="b"):
@@ -779,6 +791,8 @@ def run(tests, per_test_timeout=90):
             print("0 passed, 1 failed")
             sys.exit(1)
     wanted = set(sys.argv[1:])
+    # ctest's timeout or a Ctrl-C: stop what was started before going.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     threading.Thread(target=_watchdog, daemon=True).start()
     for t in tests:
         name = t.__name__[5:] if t.__name__.startswith("test_") else t.__name__

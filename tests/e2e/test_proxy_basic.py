@@ -2,7 +2,7 @@
 """Basic proxying through lb: GET and POST, what lb forwards (X-Forwarded-*,
 Via, hop-by-hop removal both ways, its own framing headers), routing, and the
 access log line."""
-import re
+import os
 
 import lbtest as T
 from lbtest import check, check_eq
@@ -83,7 +83,7 @@ def test_request_hop_by_hop_removed():
         ("X-Hop-B", "2"),
         ("Keep-Alive", "timeout=5"),
         ("Proxy-Connection", "keep-alive"),
-        ("TE", "trailers"),
+        ("TE", "deflate"),
         ("Upgrade", "h2c"),          # not named by Connection: no tunnel asked
         ("X-End-To-End", "stays"),
     ])
@@ -94,6 +94,23 @@ def test_request_hop_by_hop_removed():
                  "upgrade"):
         check(gone not in names, "%s forwarded: %r" % (gone, h))
     check_eq(header_values(h, "x-end-to-end"), ["stays"], "end-to-end header")
+
+
+def test_te_trailers():
+    # TE is hop-by-hop: the client's codings never pass. lb may send its own
+    # "TE: trailers" upstream when the client accepts trailers (it passes
+    # them on), and then, as RFC 9110 10.1.4 requires of a sender of TE,
+    # with "TE" among its Connection options.
+    b = T.start_backends(1)[0]
+    lb = T.start_lb([b])
+    r = T.request(lb.port, "GET", "/echo", headers=[("TE", "deflate, trailers")])
+    _, h = echo_head(r)
+    te = header_values(h, "te")
+    check(te in ([], ["trailers"]), "TE forwarded: %r" % te)
+    if te:
+        conn = ",".join(header_values(h, "connection")).lower()
+        check("te" in [t.strip() for t in conn.split(",")],
+              "TE: trailers sent upstream without 'Connection: TE': %r" % h)
 
 
 def test_own_framing_headers():
@@ -221,7 +238,7 @@ def test_access_log_to_file():
     path = T.tmpdir("log") + "/access.log"
     lb = T.start_lb([b], access=path)
     T.request(lb.port, "GET", "/")
-    T.wait_for(lambda: T.os.path.exists(path) and open(path).read().count("\n") >= 1, 5,
+    T.wait_for(lambda: os.path.exists(path) and open(path).read().count("\n") >= 1, 5,
                "the access log file")
     line = open(path).read().splitlines()[0]
     check_eq(T.parse_access(line)["request"], "GET /", "file log line")
@@ -230,6 +247,6 @@ def test_access_log_to_file():
 
 if __name__ == "__main__":
     T.run([test_get_through_lb, test_post_through_lb, test_forwarded_headers,
-           test_request_hop_by_hop_removed, test_own_framing_headers,
+           test_request_hop_by_hop_removed, test_te_trailers, test_own_framing_headers,
            test_response_hop_by_hop_removed, test_upgrade_declined_by_server, test_routes,
            test_access_log_line, test_access_log_server_id, test_access_log_to_file])
