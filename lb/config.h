@@ -80,6 +80,14 @@ struct lb_retry_budget {
     unsigned min_per_second; /* default 3 */
 };
 
+/* Runtime counters of the retry budget (budget.c), shared by every worker. */
+struct lb_backend_budget {
+    atomic_uint_fast64_t window; /* the current one-second window, now_ms / 1000 */
+    atomic_uint requests;        /* requests in the current window */
+    atomic_uint prev_requests;   /* requests in the window before */
+    atomic_uint retries;         /* retries taken in the current window */
+};
+
 struct lb_backend {
     char name[64];
     const struct lb_balancer_ops *balance; /* default roundrobin */
@@ -93,6 +101,8 @@ struct lb_backend {
     unsigned retries;              /* further servers tried for one request, 0..7, default 2 */
     struct lb_retry_budget retry_budget;
     unsigned queue;                /* requests waiting for a server under max_conns, default 100 */
+    struct lb_backend_budget budget;
+    atomic_uint queued;            /* requests waiting now, all workers */
     int line;
 };
 

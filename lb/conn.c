@@ -57,6 +57,9 @@ static void update_deadline(struct lb_conn *c)
         else
             set_deadline(c, DL_HEADER, c->t_start + t->client_header);
         break;
+    case CONN_QUEUED:
+        set_deadline(c, DL_QUEUE, c->t_queued + t->queue);
+        break;
     case CONN_CONNECT:
         set_deadline(c, DL_CONNECT, c->t_connect_start + t->connect);
         break;
@@ -104,6 +107,11 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         lb_log_info("client %s: timed out sending its request", c->peer);
         lb_conn_reply_error(c, 408);
         break;
+    case DL_QUEUE:
+        lb_log_info("backend %s: no server slot within timeouts.queue", c->backend->name);
+        lb_proxy_unqueue(c);
+        lb_conn_reply_error(c, 503);
+        break;
     case DL_CONNECT:
         if (lb_proxy_upstream_failed(c, FAIL_CONNECT, "connect timed out") == STEP_GONE)
             return;
@@ -136,6 +144,9 @@ static int client_events(const struct lb_conn *c)
     switch (c->state) {
     case CONN_READ_HEAD:
         may_read = may_read && has_space(&c->cin);
+        break;
+    case CONN_QUEUED:
+        may_read = false;
         break;
     case CONN_CONNECT:
     case CONN_PROXY:
@@ -291,6 +302,7 @@ void lb_conn_destroy(struct lb_conn *c)
 {
     assert(c->magic == LB_CONN_MAGIC);
     struct lb_worker *w = c->w;
+    lb_proxy_unqueue(c);
     lb_proxy_release(c, false);
     ev_io_stop(w->loop, &c->io);
     ev_timer_stop(w->loop, &c->timer);
@@ -364,8 +376,8 @@ void lb_conn_reply_error(struct lb_conn *c, int status)
     int body_len = snprintf(body, sizeof(body), "%d %s\n", status, reason);
     lb_buf_printf(&c->cout,
                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                  "Connection: close\r\n\r\n%s",
-                  status, reason, body_len, body);
+                  "%sConnection: close\r\n\r\n%s",
+                  status, reason, body_len, status == 503 ? "Retry-After: 1\r\n" : "", body);
     c->status = status;
     c->resp_head_sent = true;
     c->log_bytes = (uint64_t)body_len;
@@ -487,6 +499,9 @@ static void conn_run(struct lb_conn *c)
         case CONN_READ_HEAD:
             s = step_read_head(c);
             break;
+        case CONN_QUEUED:
+            s = lb_proxy_queue_step(c);
+            break;
         case CONN_CONNECT:
         case CONN_PROXY:
             s = lb_proxy_step(c);
@@ -530,6 +545,12 @@ void lb_conn_watch_upstream(struct lb_conn *c)
 {
     ev_io_init(&c->up->io, on_io, c->up->fd, 0);
     c->up->io.data = c;
+}
+
+void lb_conn_queue_poll(struct lb_worker *w)
+{
+    for (struct lb_conn *c = w->queue_head; c; c = c->qnext)
+        ev_feed_event(w->loop, &c->io, EV_CUSTOM);
 }
 
 /* ---- drain -------------------------------------------------------------------- */

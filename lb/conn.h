@@ -21,6 +21,9 @@ void lb_conn_drain_all(struct lb_worker *w);
 /* Closes every connection at once (the drain deadline passed). */
 void lb_conn_close_all(struct lb_worker *w);
 
+/* Gives every request waiting for a server slot another look. */
+void lb_conn_queue_poll(struct lb_worker *w);
+
 /* Frees the worker's spare per-request state (at worker exit). */
 void lb_conn_free_spares(struct lb_worker *w);
 

@@ -19,6 +19,8 @@
 
 enum lb_conn_state {
     CONN_READ_HEAD, /* reading a request head; → CONN_CONNECT, CONN_PROXY, CONN_CLOSING */
+    CONN_QUEUED,    /* every usable server is at max_conns: waiting for a slot;
+                       → CONN_CONNECT, CONN_PROXY, CONN_CLOSING (503) */
     CONN_CONNECT,   /* a server is being connected; → CONN_PROXY, CONN_CLOSING */
     CONN_PROXY,     /* request up, response down; → CONN_READ_HEAD, CONN_TUNNEL, CONN_CLOSING */
     CONN_TUNNEL,    /* after a 101: bytes both ways until both sides closed; → destroyed */
@@ -35,6 +37,7 @@ enum lb_deadline {
     DL_SEND,    /* the client reading what lb wrote: close */
     DL_TUNNEL,  /* any byte through the tunnel: close */
     DL_LINGER,  /* the client closing after lb's last response: close */
+    DL_QUEUE,   /* a free server slot (timeouts.queue): 503 */
 };
 
 /* Why an exchange with a server failed. */
@@ -84,7 +87,7 @@ struct lb_conn {
     struct lb_exchange *x; /* NULL while idle */
 
     /* The current exchange. */
-    const struct lb_backend *backend;
+    struct lb_backend *backend; /* runtime counters (budget, queue) are written */
     struct lb_server *server; /* counted in server->active while set */
     struct lb_upstream *up;
     bool up_connecting;
@@ -104,12 +107,14 @@ struct lb_conn {
     bool client_shut;         /* lb shut down its writing side to the client */
     bool upstream_shut;       /* lb shut down its writing side to the server */
     bool lingering;
+    unsigned retries;         /* other servers tried after a failure, for this request */
+    struct lb_conn *qnext, *qprev; /* the worker's queue, while CONN_QUEUED */
     int status;               /* what the client got, for the log */
     uint64_t log_bytes;       /* response body bytes, for the log */
     const char *log_server;   /* id of the last server tried, for the log */
     char log_request[256];    /* method, then target, for the access log */
     size_t log_method_len, log_target_len;
-    ev_tstamp t_start, t_connect_start, t_connected, t_response;
+    ev_tstamp t_start, t_connect_start, t_connected, t_response, t_queued;
     ev_tstamp client_activity, upstream_activity;
 };
 
@@ -134,6 +139,10 @@ enum lb_step lb_conn_flush(struct lb_conn *c);
 void lb_proxy_reset_exchange(struct lb_conn *c);
 /* A request head was parsed: route it, rewrite it into uout, connect. */
 enum lb_step lb_proxy_start(struct lb_conn *c);
+/* Tries again to find a server with a free slot (CONN_QUEUED). */
+enum lb_step lb_proxy_queue_step(struct lb_conn *c);
+/* Leaves the worker's queue (a queued connection that is destroyed). */
+void lb_proxy_unqueue(struct lb_conn *c);
 /* Moves the exchange on (CONN_CONNECT, CONN_PROXY). */
 enum lb_step lb_proxy_step(struct lb_conn *c);
 /* Moves tunnel bytes (CONN_TUNNEL). */

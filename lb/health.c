@@ -313,8 +313,13 @@ static void check_verdict(struct check *c, bool ok, const char *reason)
     if (!step.changed)
         return;
     if (step.counters.state == LB_HEALTH_UP) {
-        /* up_since first, so a worker that sees up also sees the ramp start. */
+        /* up_since first, so a worker that sees up also sees the ramp start.
+         * Passing rise active checks also ends a passive ejection (as Envoy's
+         * successful_active_health_check_uneject_host): the recovery the
+         * checks proved is not held back by failures from before it. */
         atomic_store(&s->up_since_ms, lb_now_ms());
+        atomic_store(&s->passive_failures, 0);
+        atomic_store(&s->ejected_until_ms, 0);
         atomic_store(&s->up, true);
         lb_log_info("%s is UP: %u successful check%s (%s)",
                     server_name(c->backend, s, name, sizeof name), h->rise, h->rise > 1 ? "s" : "",

@@ -8,11 +8,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "budget.h"
 #include "conn_internal.h"
+#include "health.h"
 #include "http_rewrite.h"
 #include "io.h"
 #include "log.h"
 #include "worker.h"
+
+static bool server_full(const struct lb_server *s);
+static void wake_queue(struct lb_worker *w);
 
 static ev_tstamp now_of(const struct lb_conn *c)
 {
@@ -46,8 +51,11 @@ void lb_proxy_release(struct lb_conn *c, bool reusable)
         c->up = NULL;
     }
     if (c->server) {
+        bool was_full = server_full(c->server);
         atomic_fetch_sub(&c->server->active, 1);
         c->server = NULL;
+        if (was_full)
+            wake_queue(c->w);
     }
 }
 
@@ -64,54 +72,158 @@ static void remember_request(struct lb_conn *c)
     c->log_target_len = t;
 }
 
-/* Picks a server not yet tried and connects to it, from the pool if it can.
- * Returns STEP_PROGRESS, or answers 503/502 when no server is left. */
-static enum lb_step connect_next(struct lb_conn *c)
+static bool server_full(const struct lb_server *s)
+{
+    return s->max_conns && (unsigned)atomic_load_explicit(&s->active, memory_order_relaxed) >=
+                               s->max_conns;
+}
+
+/* A usable server not yet tried and below its max_conns, or NULL; *full
+ * tells whether some server was passed over only for being full. */
+static struct lb_server *pick_server(struct lb_conn *c, bool *full)
 {
     struct lb_worker *w = c->w;
-    size_t bidx = (size_t)(c->backend - w->cfg->backends);
-    for (;;) {
-        struct lb_server *server = c->retry_server;
-        c->retry_server = NULL;
-        if (!server) {
-            server = c->backend->balance->pick(w->balancers[bidx], &c->tried);
-            if (!server) {
-                lb_log_error("backend %s: no server left to try", c->backend->name);
-                lb_conn_reply_error(c, c->tried.n_tried ? 502 : 503);
-                return STEP_PROGRESS;
-            }
-            if (c->tried.n_tried < LB_MAX_TRIED)
-                c->tried.tried[c->tried.n_tried++] = server;
+    void *state = w->balancers[c->backend - w->cfg->backends];
+    unsigned tried = c->tried.n_tried;
+    struct lb_server *server;
+    *full = false;
+    c->tried.now_ms = lb_now_ms();
+    /* Full servers join `tried` for the length of this pick only. */
+    while ((server = c->backend->balance->pick(state, &c->tried)) && server_full(server)) {
+        *full = true;
+        if (c->tried.n_tried == LB_MAX_TRIED) {
+            server = NULL;
+            break;
         }
-        c->server = server;
-        c->log_server = server->id;
-        atomic_fetch_add(&server->active, 1);
-        c->t_connect_start = now_of(c);
-        c->up = lb_pool_take(&w->pool, c->backend, server);
-        if (c->up) {
-            c->up_connecting = false;
-            c->t_connected = c->t_connect_start;
-            c->upstream_activity = c->t_connect_start;
-            c->state = CONN_PROXY;
-            lb_conn_watch_upstream(c);
-            return STEP_PROGRESS;
-        }
-        c->up = lb_upstream_connect(&w->pool, c->backend, server);
-        if (c->up) {
-            c->up_connecting = true;
-            c->state = CONN_CONNECT;
-            lb_conn_watch_upstream(c);
-            return STEP_PROGRESS;
-        }
-        int err = errno;
-        lb_log_error("server %s: connect: %s", server->address.text, strerror(err));
+        c->tried.tried[c->tried.n_tried++] = server;
+    }
+    c->tried.n_tried = tried;
+    if (server && c->tried.n_tried < LB_MAX_TRIED)
+        c->tried.tried[c->tried.n_tried++] = server;
+    return server;
+}
+
+/* ---- the queue: requests waiting for a server slot (max_conns) ------------ */
+
+static void enqueue(struct lb_conn *c)
+{
+    struct lb_worker *w = c->w;
+    c->qnext = NULL;
+    c->qprev = w->queue_tail;
+    if (w->queue_tail)
+        w->queue_tail->qnext = c;
+    else
+        w->queue_head = c;
+    w->queue_tail = c;
+    atomic_fetch_add(&(c->backend)->queued, 1);
+    c->t_queued = now_of(c);
+    c->state = CONN_QUEUED;
+    if (!ev_is_active(&w->queue_poll))
+        ev_timer_again(w->loop, &w->queue_poll);
+}
+
+void lb_proxy_unqueue(struct lb_conn *c)
+{
+    struct lb_worker *w = c->w;
+    if (c->state != CONN_QUEUED)
+        return;
+    if (c->qprev)
+        c->qprev->qnext = c->qnext;
+    else
+        w->queue_head = c->qnext;
+    if (c->qnext)
+        c->qnext->qprev = c->qprev;
+    else
+        w->queue_tail = c->qprev;
+    c->qnext = c->qprev = NULL;
+    atomic_fetch_sub(&(c->backend)->queued, 1);
+    c->state = CONN_CONNECT; /* the caller sets the real next state */
+    if (!w->queue_head)
+        ev_timer_stop(w->loop, &w->queue_poll);
+}
+
+/* Connects c to `server`, from the pool if it can. */
+static enum lb_step connect_to(struct lb_conn *c, struct lb_server *server)
+{
+    struct lb_worker *w = c->w;
+    c->server = server;
+    c->log_server = server->id;
+    atomic_fetch_add(&server->active, 1);
+    c->t_connect_start = now_of(c);
+    c->up = lb_pool_take(&w->pool, c->backend, server);
+    if (c->up) {
+        c->up_connecting = false;
+        c->t_connected = c->upstream_activity = c->t_connect_start;
+        c->state = CONN_PROXY;
+        lb_conn_watch_upstream(c);
+        return STEP_PROGRESS;
+    }
+    c->up = lb_upstream_connect(&w->pool, c->backend, server);
+    if (c->up) {
+        c->up_connecting = true;
+        c->state = CONN_CONNECT;
+        lb_conn_watch_upstream(c);
+        return STEP_PROGRESS;
+    }
+    int err = errno;
+    lb_log_error("server %s: connect: %s", server->address.text, strerror(err));
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM ||
+        err == EADDRNOTAVAIL) {
+        /* lb's own shortage says nothing about the server */
         lb_proxy_release(c, false);
-        if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-            /* lb's own shortage says nothing about the servers */
+        lb_conn_reply_error(c, 503);
+        return STEP_PROGRESS;
+    }
+    return lb_proxy_upstream_failed(c, FAIL_CONNECT, strerror(err));
+}
+
+/* Picks a server and connects to it; queues the request when every usable
+ * server is at max_conns; 503 when none is usable. */
+static enum lb_step connect_next(struct lb_conn *c)
+{
+    struct lb_server *server = c->retry_server;
+    c->retry_server = NULL;
+    if (server)
+        return connect_to(c, server);
+    bool full;
+    server = pick_server(c, &full);
+    if (server)
+        return connect_to(c, server);
+    if (full && c->state != CONN_QUEUED) {
+        if (atomic_load(&c->backend->queued) >= c->backend->queue) {
+            lb_log_info("backend %s: every server at max_conns and the queue full",
+                        c->backend->name);
             lb_conn_reply_error(c, 503);
             return STEP_PROGRESS;
         }
+        enqueue(c);
+        return STEP_IDLE;
     }
+    if (full)
+        return STEP_IDLE; /* still queued */
+    lb_log_error("backend %s: no usable server left to try", c->backend->name);
+    lb_conn_reply_error(c, c->tried.n_tried ? 502 : 503);
+    return STEP_PROGRESS;
+}
+
+enum lb_step lb_proxy_queue_step(struct lb_conn *c)
+{
+    bool full;
+    struct lb_server *server = pick_server(c, &full);
+    if (!server && full)
+        return STEP_IDLE;
+    lb_proxy_unqueue(c);
+    if (server)
+        return connect_to(c, server);
+    lb_conn_reply_error(c, 503);
+    return STEP_PROGRESS;
+}
+
+/* A slot was freed in this worker: the first queued request gets a look. */
+static void wake_queue(struct lb_worker *w)
+{
+    if (w->queue_head)
+        ev_feed_event(w->loop, &w->queue_head->io, EV_CUSTOM);
 }
 
 void lb_proxy_reset_exchange(struct lb_conn *c)
@@ -124,6 +236,7 @@ void lb_proxy_reset_exchange(struct lb_conn *c)
     c->resp_head_blocked = c->upstream_eof = c->upstream_shut = false;
     c->tunnel_asked = false;
     c->tried.n_tried = 0;
+    c->retries = 0;
     c->retry_server = NULL;
     c->backend = NULL;
     c->log_bytes = 0;
@@ -153,7 +266,8 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
     size_t path_len = 0;
     while (path_len < h->target.len && target[path_len] != '?')
         path_len++;
-    c->backend = lb_config_route(w->cfg, host, host_len, target, path_len);
+    /* The config is shared read-only, but for its runtime counters. */
+    c->backend = (struct lb_backend *)lb_config_route(w->cfg, host, host_len, target, path_len);
     if (!c->backend) {
         lb_log_info("client %s: no route for %.*s%.*s", c->peer, (int)host_len, host ? host : "",
                     (int)path_len, target);
@@ -182,27 +296,49 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
     c->x->req.out_framing = framing;
     c->uout_sent = 0;
     c->replayable = true;
+    lb_budget_count_request(c->backend, lb_now_ms());
     return connect_next(c);
 }
+
+static const enum lb_outcome outcome_of[] = {
+    [FAIL_CONNECT] = LB_OUTCOME_CONNECT_FAILED,
+    [FAIL_RESET] = LB_OUTCOME_RESET,
+    [FAIL_TIMEOUT] = LB_OUTCOME_TIMEOUT,
+    [FAIL_BAD_RESPONSE] = LB_OUTCOME_RESET,
+};
 
 enum lb_step lb_proxy_upstream_failed(struct lb_conn *c, enum lb_upstream_failure why,
                                       const char *detail)
 {
     if (!c->server) /* already released */
         return STEP_IDLE;
+    struct lb_server *server = c->server;
+    struct lb_backend *backend = c->backend;
     bool reused = c->up && c->up->reused;
-    lb_log_error("server %s: %s", c->server->address.text, detail);
-    /* Retry only what cannot have been processed twice: a connect that never
-     * happened, or an idempotent request on a pooled connection the server
-     * had already closed. Never once a response byte arrived. */
-    bool retry = !c->resp_started && c->replayable &&
-                 (why == FAIL_CONNECT ||
-                  (why == FAIL_RESET && reused && idempotent(c->x->req.head.method)));
-    struct lb_server *same = why == FAIL_RESET && reused ? c->server : NULL;
+    /* A pooled connection the server closed while idle says nothing about
+     * the server: replayed on a fresh connection to it, not reported. */
+    bool stale = reused && why == FAIL_RESET && !c->resp_started;
+    lb_log_error("server %s: %s%s", server->address.text, detail,
+                 stale ? " (idle keep-alive connection)" : "");
+    uint64_t now_ms = lb_now_ms();
+    if (!stale)
+        lb_health_report(server, backend, outcome_of[why], now_ms);
+    /* Safe to send again: nothing of the request reached a server (a failed
+     * connect, or a write that failed before a byte went), or an idempotent
+     * request whose bytes are all still here. Never once a response byte
+     * arrived, never after a timeout (the server may still be working). */
+    bool safe = !c->resp_started && c->replayable &&
+                (why == FAIL_CONNECT ||
+                 (why == FAIL_RESET && (c->uout_sent == 0 || idempotent(c->x->req.head.method))));
     lb_proxy_release(c, false);
-    if (retry) {
+    if (safe && stale && idempotent(c->x->req.head.method)) {
         c->uout_sent = 0;
-        c->retry_server = same; /* a stale pooled connection says nothing of the server */
+        c->retry_server = server;
+        return connect_next(c);
+    }
+    if (safe && c->retries < backend->retries && lb_budget_take_retry(backend, now_ms)) {
+        c->retries++;
+        c->uout_sent = 0;
         return connect_next(c);
     }
     lb_conn_reply_error(c, why == FAIL_TIMEOUT ? 504 : 502);
@@ -361,6 +497,9 @@ static enum lb_step on_response_head(struct lb_conn *c)
         return STEP_PROGRESS;
     }
     c->x->resp.out_framing = framing;
+    if (c->server)
+        lb_health_report(c->server, c->backend, h->status >= 500 ? LB_OUTCOME_5XX : LB_OUTCOME_OK,
+                         lb_now_ms());
     c->status = h->status;
     c->t_response = now_of(c);
     c->resp_head_sent = true;

@@ -33,6 +33,17 @@ static void on_resume(struct ev_loop *loop, ev_timer *t, int revents)
         lb_listener_resume(&w->listeners[i]);
 }
 
+/* Server slots freed by other workers wake nobody here: queued requests
+ * look again on every tick. */
+static void on_queue_poll(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct lb_worker *w = t->data;
+    lb_conn_queue_poll(w);
+    if (!w->queue_head)
+        ev_timer_stop(loop, t);
+}
+
 void lb_worker_pause_accepting(struct lb_worker *w, double seconds)
 {
     for (size_t i = 0; i < w->n_listeners; i++)
@@ -106,6 +117,9 @@ int lb_worker_init(struct lb_worker *w, unsigned id, const struct lb_config *cfg
     for (size_t i = 0; i < cfg->n_listens; i++)
         if (lb_listener_open(&w->listeners[i], w, &cfg->listens[i]) < 0)
             goto fail_logged;
+    ev_init(&w->queue_poll, on_queue_poll);
+    w->queue_poll.repeat = 0.005;
+    w->queue_poll.data = w;
     ev_init(&w->accept_resume, on_resume);
     w->accept_resume.data = w;
     ev_async_init(&w->stop, on_stop);
@@ -148,6 +162,7 @@ void lb_worker_destroy(struct lb_worker *w)
     if (w->loop) {
         lb_conn_close_all(w);
         ev_timer_stop(w->loop, &w->accept_resume);
+        ev_timer_stop(w->loop, &w->queue_poll);
         ev_async_stop(w->loop, &w->stop);
     }
     for (size_t i = 0; w->listeners && i < w->n_listeners; i++)

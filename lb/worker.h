@@ -42,6 +42,8 @@ struct lb_worker {
     struct lb_http_limits req_limits;
     struct lb_http_limits resp_limits;
     struct lb_conn *conns; /* every open client connection, for the drain */
+    struct lb_conn *queue_head, *queue_tail; /* waiting for a server slot (max_conns) */
+    ev_timer queue_poll;   /* slots freed by other workers are seen by polling */
 
     struct lb_pool pool;
     void **balancers; /* per backend, from its ops' create() */
