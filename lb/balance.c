@@ -7,6 +7,7 @@
 static const struct lb_balancer_ops *const balancers[] = {
     &lb_balance_roundrobin,
     &lb_balance_leastconn,
+    &lb_balance_hash,
 };
 
 const struct lb_balancer_ops *lb_balancer_find(const char *name)

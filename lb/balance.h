@@ -18,6 +18,10 @@ struct lb_pick_ctx {
     /* lb_now_ms() at the pick: health and slow start are judged at this
      * time. 0: pick reads the clock itself. */
     uint64_t now_ms;
+    /* The request's hash key for balance: hash (has_hash false: the key is
+     * absent and the pick falls back to round robin). */
+    uint64_t hash;
+    bool has_hash;
 };
 
 struct lb_balancer_ops {
@@ -45,5 +49,17 @@ static inline uint64_t lb_pick_now(const struct lb_pick_ctx *ctx)
 
 extern const struct lb_balancer_ops lb_balance_roundrobin;
 extern const struct lb_balancer_ops lb_balance_leastconn;
+extern const struct lb_balancer_ops lb_balance_hash;
+
+struct lb_http_head;
+
+/* The hash key of a request for a backend's hash_key (source, uri,
+ * header:NAME, cookie:NAME, query:NAME), hashed with lb_hash64. Returns false
+ * when the request does not carry it. `base` holds the head's bytes. */
+bool lb_hash_request_key(const struct lb_backend *b, const struct lb_http_head *h,
+                         const char *base, const char *client_addr, uint64_t *key);
+
+/* Frees a backend's shared Maglev tables (at config free). */
+void lb_balance_hash_release(struct lb_backend *b);
 
 #endif

@@ -753,7 +753,97 @@ static const struct field retry_budget_fields[] = {
     {0},
 };
 
+static int field_cookie_name(struct parser *p, const struct field *f, yaml_node_t *value,
+                             void *obj)
+{
+    const char *text = scalar(p, value, f->key);
+    if (!text)
+        return -1;
+    if (!*text || strlen(text) > 63)
+        return fail(p, value, "%s: a cookie name of 1 to 63 characters", f->key);
+    for (const char *c = text; *c; c++)
+        if (*c <= ' ' || *c >= 0x7f || strchr("()<>@,;:\\\"/[]?={}", *c))
+            return fail(p, value, "%s: '%.64s' is not a valid cookie name", f->key, text);
+    return set_string(p, f, value, obj, text);
+}
+
+static int field_secret(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
+{
+    const char *text = scalar(p, value, f->key);
+    if (!text)
+        return -1;
+    if (strlen(text) < 16)
+        return fail(p, value, "%s: at least 16 characters (it keys the HMAC of the cookie)",
+                    f->key);
+    return set_string(p, f, value, obj, text);
+}
+
+static const struct field affinity_fields[] = {
+    FIELD("cookie", field_cookie_name, struct lb_affinity_config, cookie, 0, 0),
+    FIELD("secret", field_secret, struct lb_affinity_config, secret, 0, 0),
+    FIELD("max_age", field_duration, struct lb_affinity_config, max_age, 0, 0),
+    {0},
+};
+
+/* "source", "uri", "header:NAME", "cookie:NAME" or "query:NAME". */
+static int field_hash_key(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
+{
+    struct lb_backend *b = obj;
+    const char *text = scalar(p, value, f->key);
+    static const struct {
+        const char *prefix;
+        enum lb_hash_key kind;
+    } named[] = {{"header:", LB_HASH_KEY_HEADER},
+                 {"cookie:", LB_HASH_KEY_COOKIE},
+                 {"query:", LB_HASH_KEY_QUERY}};
+    if (!text)
+        return -1;
+    b->hash_key_name[0] = '\0';
+    if (strcmp(text, "source") == 0) {
+        b->hash_key = LB_HASH_KEY_SOURCE;
+        return 0;
+    }
+    if (strcmp(text, "uri") == 0) {
+        b->hash_key = LB_HASH_KEY_URI;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
+        size_t len = strlen(named[i].prefix);
+        if (strncmp(text, named[i].prefix, len) != 0)
+            continue;
+        const char *name = text + len;
+        if (!*name || strlen(name) > 63)
+            return fail(p, value, "%s: '%.64s' needs a name of 1 to 63 characters", f->key, text);
+        for (const char *c = name; *c; c++)
+            if (*c <= ' ' || *c >= 0x7f)
+                return fail(p, value, "%s: '%.64s' has a bad name", f->key, text);
+        b->hash_key = named[i].kind;
+        strcpy(b->hash_key_name, name);
+        return 0;
+    }
+    return fail(p, value,
+                "%s: expected source, uri, header:NAME, cookie:NAME or query:NAME, got '%.64s'",
+                f->key, text);
+}
+
+static int field_factor(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
+{
+    const char *text = scalar(p, value, f->key);
+    char *end;
+    if (!text)
+        return -1;
+    double factor = strtod(text, &end);
+    if (end == text || *end || !(factor == 0 || (factor >= 1 && factor <= 100)))
+        return fail(p, value, "%s: expected 0 (no bound) or a number from 1 to 100, got '%.64s'",
+                    f->key, text);
+    *(double *)dest(f, obj) = factor;
+    return 0;
+}
+
 static const struct field backend_fields[] = {
+    {"affinity", field_map, offsetof(struct lb_backend, affinity), 0, 0, affinity_fields},
+    {"hash_key", field_hash_key, 0, 0, 0, NULL},
+    FIELD("hash_balance_factor", field_factor, struct lb_backend, hash_balance_factor, 0, 0),
     {"balance", field_balance, 0, 0, 0, NULL},
     {"servers", field_servers, 0, 0, 0, NULL},
     FIELD("keepalive", field_unsigned, struct lb_backend, keepalive, 0, 65536),
@@ -790,6 +880,26 @@ static void backend_defaults(struct lb_backend *b)
     b->retries = 2;
     b->retry_budget = (struct lb_retry_budget){.percent = 20, .min_per_second = 3};
     b->queue = 100;
+    b->hash_key = LB_HASH_KEY_SOURCE;
+    b->hash_balance_factor = 1.25;
+}
+
+/* The affinity key of a backend: both cookie and secret, and every server's
+ * token computed once. */
+static int finish_affinity(struct parser *p, yaml_node_t *node, struct lb_backend *b)
+{
+    struct lb_affinity_config *a = &b->affinity;
+    if (!a->cookie && !a->secret)
+        return 0;
+    if (!a->cookie || !a->secret)
+        return fail(p, node, "backend '%s': affinity needs both 'cookie' and 'secret'", b->name);
+    const char *ids[b->n_servers > 0 ? b->n_servers : 1];
+    for (size_t k = 0; k < b->n_servers; k++)
+        ids[k] = b->servers[k].id;
+    if (lb_affinity_table_build(&b->affinity_tokens, a->secret, strlen(a->secret), ids,
+                                b->n_servers) < 0)
+        return fail(p, node, "backend '%s': out of memory", b->name);
+    return 0;
 }
 
 static int field_backends(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
@@ -820,6 +930,8 @@ static int field_backends(struct parser *p, const struct field *f, yaml_node_t *
             return -1;
         if (!b->servers)
             return fail(p, name, "backend '%s': 'servers' is required", b->name);
+        if (finish_affinity(p, name, b) < 0)
+            return -1;
         /* Without active checks nothing could ever bring a server up. */
         bool up = b->health.type == LB_HEALTH_NONE || b->health.initial_up;
         for (size_t k = 0; k < b->n_servers; k++)
@@ -1084,6 +1196,10 @@ void lb_config_free(struct lb_config *cfg)
         free(cfg->backends[i].servers);
         free(cfg->backends[i].health.path);
         free(cfg->backends[i].health.host);
+        free(cfg->backends[i].affinity.cookie);
+        free(cfg->backends[i].affinity.secret);
+        lb_affinity_table_free(&cfg->backends[i].affinity_tokens);
+        lb_balance_hash_release(&cfg->backends[i]);
     }
     for (size_t i = 0; i < cfg->n_routes; i++) {
         free(cfg->routes[i].host);

@@ -10,6 +10,9 @@
 #include <sys/socket.h>
 
 struct lb_balancer_ops;
+struct lb_maglev;
+
+#include "affinity.h"
 
 /* A socket address as written in the config ("127.0.0.1:80", "[::1]:80",
  * "localhost:80"; hostnames are resolved once, at load). */
@@ -80,6 +83,23 @@ struct lb_retry_budget {
     unsigned min_per_second; /* default 3 */
 };
 
+/* Cookie affinity (the `affinity` key): lb keeps no per-session state; the
+ * cookie names the server, authenticated with an HMAC under `secret`. */
+struct lb_affinity_config {
+    char *cookie;   /* cookie name; NULL = affinity off */
+    char *secret;   /* HMAC key, at least 16 bytes */
+    double max_age; /* seconds; 0 = a session cookie (default) */
+};
+
+/* What `balance: hash` hashes (the `hash_key` key). */
+enum lb_hash_key {
+    LB_HASH_KEY_SOURCE, /* the client's address (default) */
+    LB_HASH_KEY_URI,    /* the request target */
+    LB_HASH_KEY_HEADER, /* header:NAME */
+    LB_HASH_KEY_COOKIE, /* cookie:NAME */
+    LB_HASH_KEY_QUERY,  /* query:NAME, a query-string parameter */
+};
+
 /* Runtime counters of the retry budget (budget.c), shared by every worker. */
 struct lb_backend_budget {
     atomic_uint_fast64_t window; /* the current one-second window, now_ms / 1000 */
@@ -101,6 +121,15 @@ struct lb_backend {
     unsigned retries;              /* further servers tried for one request, 0..7, default 2 */
     struct lb_retry_budget retry_budget;
     unsigned queue;                /* requests waiting for a server under max_conns, default 100 */
+    struct lb_affinity_config affinity;
+    struct lb_affinity_table affinity_tokens; /* every server's token, built at load */
+    enum lb_hash_key hash_key;
+    char hash_key_name[64];        /* NAME of header:/cookie:/query: */
+    double hash_balance_factor;    /* bounded load; 0 = unbounded; default 1.25 */
+    /* balance: hash: the Maglev table of the usable servers, shared by every
+     * worker, replaced whole when a server's state changes (balance_hash.c). */
+    _Atomic(struct lb_maglev *) maglev;
+    atomic_uint_fast64_t maglev_state; /* the server states it was built for */
     struct lb_backend_budget budget;
     atomic_uint queued;            /* requests waiting now, all workers */
     int line;

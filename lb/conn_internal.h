@@ -92,6 +92,7 @@ struct lb_conn {
     struct lb_upstream *up;
     bool up_connecting;
     struct lb_server *retry_server; /* connect to this one again (a stale pooled connection) */
+    struct lb_server *sticky;       /* the server the request's affinity cookie names */
     struct lb_pick_ctx tried;
     size_t uout_sent;         /* bytes of uout already written to the server */
     bool replayable;          /* uout still holds every request byte sent so far */

@@ -1,5 +1,7 @@
 #include "http_rewrite.h"
 
+#include "affinity.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -82,6 +84,26 @@ enum lb_body_framing lb_response_framing(const struct lb_http_head *resp,
     return client_http11 ? LB_FRAMING_CHUNKED : LB_FRAMING_CLOSE;
 }
 
+/* A Cookie header without the cookie lb consumed; every other cookie byte
+ * for byte. No header at all when nothing remains. */
+static int put_cookie_without(struct lb_buf *out, const char *base, const struct lb_header *hd,
+                              const char *name)
+{
+    size_t start = out->tail, len;
+    if (lb_buf_append(out, "Cookie: ", 8) < 0)
+        return -1;
+    int removed = lb_cookie_remove(base + hd->value.off, hd->value.len, name, lb_buf_end(out),
+                                   lb_buf_room(out), &len);
+    if (removed < 0)
+        return -1;
+    if (len == 0) {
+        out->tail = start;
+        return 0;
+    }
+    lb_buf_produce(out, len);
+    return lb_buf_append(out, "\r\n", 2);
+}
+
 /* Host: the request's own (or its absolute-form authority), else the default. */
 static int put_host(struct lb_buf *out, const struct lb_http_head *req, const char *base,
                     const struct lb_forward_info *info)
@@ -134,6 +156,10 @@ const char *lb_rewrite_request(const struct lb_http_head *req, const char *base,
             continue;
         if (!info->allow_underscores && has_underscore(base, hd->name))
             continue; /* X_Forwarded_For must not pass for X-Forwarded-For */
+        if (info->strip_cookie && lb_slice_equals_ci(base, hd->name, "cookie")) {
+            rc |= put_cookie_without(out, base, hd, info->strip_cookie);
+            continue;
+        }
         if (lb_slice_equals_ci(base, hd->name, "host")) {
             if (!host_written) /* lb's Host, where the client had its own */
                 rc |= put_host(out, req, base, info);
@@ -193,7 +219,7 @@ const char *lb_rewrite_request(const struct lb_http_head *req, const char *base,
 
 const char *lb_rewrite_response(const struct lb_http_head *resp, const char *base,
                                 const struct lb_http_head *req, enum lb_body_framing framing,
-                                bool keep_alive, struct lb_buf *out)
+                                bool keep_alive, const char *extra, struct lb_buf *out)
 {
     lb_buf_compact(out); /* so a failed append can be undone by resetting tail */
     size_t saved_tail = out->tail;
@@ -215,6 +241,8 @@ const char *lb_rewrite_response(const struct lb_http_head *resp, const char *bas
         rc |= put_header(out, base, hd);
     }
     rc |= lb_buf_append(out, "Via: " VIA_VALUE "\r\n", 5 + sizeof(VIA_VALUE) - 1 + 2);
+    if (extra)
+        rc |= lb_buf_append(out, extra, strlen(extra));
     if (switching) {
         int up = lb_http_find_header(resp, base, "upgrade", 0);
         if (up >= 0)

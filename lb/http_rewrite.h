@@ -15,6 +15,7 @@ struct lb_forward_info {
     const char *default_host;  /* Host to send when the client sent none (HTTP/1.0) */
     bool xff_replace;          /* X-Forwarded-For is only the client (an untrusted edge) */
     bool allow_underscores;    /* forward header names with '_' (default: dropped) */
+    const char *strip_cookie;  /* a cookie lb consumes (affinity): removed from Cookie */
 };
 
 /* The framing of a request body sent upstream: lb always speaks HTTP/1.1 there. */
@@ -34,11 +35,12 @@ const char *lb_rewrite_request(const struct lb_http_head *req, const char *base,
                                bool tunnel, struct lb_buf *out);
 
 /* Appends the response head to send to the client. `keep_alive`: the client
- * connection stays open after this response. Returns NULL or an error text
- * (out is then unchanged). */
+ * connection stays open after this response. `extra` (may be NULL): header
+ * lines lb adds, each ending in CRLF (Set-Cookie of affinity). Returns NULL or
+ * an error text (out is then unchanged). */
 const char *lb_rewrite_response(const struct lb_http_head *resp, const char *base,
                                 const struct lb_http_head *req, enum lb_body_framing framing,
-                                bool keep_alive, struct lb_buf *out);
+                                bool keep_alive, const char *extra, struct lb_buf *out);
 
 /* True when the request asks for an upgrade lb tunnels (not h2c, which lb
  * strips so the backend answers in HTTP/1.1). */

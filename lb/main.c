@@ -59,8 +59,8 @@ static void raise_fd_limit(const struct lb_config *cfg)
     if (lim.rlim_cur >= want)
         return;
     lim.rlim_cur = lim.rlim_max == RLIM_INFINITY || lim.rlim_max > want ? want : lim.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < want)
-        lb_log_info("open files limited to %llu: fewer than max_connections x 2",
+    if (setrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < cfg->limits.max_connections + 64)
+        lb_log_info("open files limited to %llu: fewer than max_connections",
                     (unsigned long long)lim.rlim_cur);
 }
 

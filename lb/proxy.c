@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "affinity.h"
 #include "budget.h"
 #include "conn_internal.h"
 #include "health.h"
@@ -88,6 +89,17 @@ static struct lb_server *pick_server(struct lb_conn *c, bool *full)
     struct lb_server *server;
     *full = false;
     c->tried.now_ms = lb_now_ms();
+    /* Affinity: the cookie's server while it is usable, not yet tried, and
+     * has a free slot; else balanced normally (and a new cookie is set). */
+    server = c->sticky;
+    if (server && lb_health_usable(server, c->tried.now_ms) && !lb_pick_tried(&c->tried, server)) {
+        if (!server_full(server)) {
+            if (c->tried.n_tried < LB_MAX_TRIED)
+                c->tried.tried[c->tried.n_tried++] = server;
+            return server;
+        }
+        *full = true;
+    }
     /* Full servers join `tried` for the length of this pick only. */
     while ((server = c->backend->balance->pick(state, &c->tried)) && server_full(server)) {
         *full = true;
@@ -226,6 +238,55 @@ static void wake_queue(struct lb_worker *w)
         ev_feed_event(w->loop, &w->queue_head->io, EV_CUSTOM);
 }
 
+/* The server a valid affinity cookie names. Forged, malformed, duplicated or
+ * unknown tokens name none: the request is balanced and gets a new cookie. */
+static void find_affinity(struct lb_conn *c)
+{
+    const struct lb_backend *b = c->backend;
+    const struct lb_http_head *h = &c->x->req.head;
+    const char *base = c->cin.data;
+    c->sticky = NULL;
+    if (!b->affinity.cookie)
+        return;
+    const char *value = NULL;
+    size_t len = 0;
+    int found = 0;
+    for (int i = lb_http_find_header(h, base, "cookie", 0); i >= 0;
+         i = lb_http_find_header(h, base, "cookie", i + 1)) {
+        const char *v;
+        size_t vlen;
+        int n = lb_cookie_find(base + h->headers[i].value.off, h->headers[i].value.len,
+                               b->affinity.cookie, &v, &vlen);
+        if (n > 0 && found == 0) {
+            value = v;
+            len = vlen;
+        }
+        found += n;
+    }
+    if (found != 1)
+        return;
+    long idx = lb_affinity_table_lookup(&b->affinity_tokens, value, len);
+    if (idx >= 0)
+        c->sticky = &b->servers[idx];
+}
+
+/* "Set-Cookie: ..." naming the server that answered, when the client's
+ * cookie does not already name it. */
+static const char *affinity_set_cookie(struct lb_conn *c, char *buf, size_t cap)
+{
+    const struct lb_backend *b = c->backend;
+    if (!b->affinity.cookie || !c->server || c->sticky == c->server)
+        return NULL;
+    const char *token = lb_affinity_table_token(&b->affinity_tokens, c->server->index);
+    char max_age[40] = "";
+    if (b->affinity.max_age > 0)
+        snprintf(max_age, sizeof(max_age), "; Max-Age=%.0f", b->affinity.max_age);
+    /* lb terminates no TLS yet: when it does, "; Secure" goes on TLS listeners. */
+    int n = snprintf(buf, cap, "Set-Cookie: %s=%s; Path=/%s; HttpOnly; SameSite=Lax\r\n",
+                     b->affinity.cookie, token, max_age);
+    return n > 0 && (size_t)n < cap ? buf : NULL;
+}
+
 void lb_proxy_reset_exchange(struct lb_conn *c)
 {
     c->status = 0;
@@ -238,6 +299,8 @@ void lb_proxy_reset_exchange(struct lb_conn *c)
     c->tried.n_tried = 0;
     c->retries = 0;
     c->retry_server = NULL;
+    c->sticky = NULL;
+    c->tried.has_hash = false;
     c->backend = NULL;
     c->log_bytes = 0;
     if (c->x)
@@ -279,6 +342,9 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
         lb_conn_reply_error(c, 503);
         return STEP_PROGRESS;
     }
+    find_affinity(c);
+    c->tried.has_hash = c->backend->balance == &lb_balance_hash &&
+                        lb_hash_request_key(c->backend, h, base, c->peer, &c->tried.hash);
     enum lb_body_framing framing = lb_request_framing(h);
     struct lb_forward_info info = {
         .client_addr = c->peer,
@@ -286,6 +352,7 @@ enum lb_step lb_proxy_start(struct lb_conn *c)
         .default_host = c->listen->address.text,
         .xff_replace = w->cfg->headers.xff_replace,
         .allow_underscores = w->cfg->headers.allow_underscores,
+        .strip_cookie = c->backend->affinity.cookie,
     };
     const char *err = lb_rewrite_request(h, base, &info, framing, c->tunnel_asked, &c->uout);
     if (err) {
@@ -480,8 +547,10 @@ static enum lb_step on_response_head(struct lb_conn *c)
     enum lb_body_framing framing = lb_response_framing(h, &c->x->req.head);
     if (!interim && framing == LB_FRAMING_CLOSE)
         c->keep_alive = false;
-    if (forward &&
-        lb_rewrite_response(h, c->uin.data, &c->x->req.head, framing, c->keep_alive, &c->cout)) {
+    char cookie[256];
+    const char *extra = interim ? NULL : affinity_set_cookie(c, cookie, sizeof(cookie));
+    if (forward && lb_rewrite_response(h, c->uin.data, &c->x->req.head, framing, c->keep_alive,
+                                       extra, &c->cout)) {
         if (lb_buf_len(&c->cout) > 0) {
             c->resp_head_blocked = true; /* retried once cout drained */
             return STEP_IDLE;

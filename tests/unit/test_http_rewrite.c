@@ -176,7 +176,7 @@ static void test_responses(void **state)
         parse_head(LB_HTTP_RESPONSE, c->in, &resp, &in, false);
         lb_buf_init(&out, 8192);
         enum lb_body_framing framing = lb_response_framing(&resp.head, &req.head);
-        assert_null(lb_rewrite_response(&resp.head, in.data, &req.head, framing, c->keep_alive,
+        assert_null(lb_rewrite_response(&resp.head, in.data, &req.head, framing, c->keep_alive, NULL,
                                         &out));
         if (lb_buf_len(&out) != strlen(c->out) || memcmp(lb_buf_start(&out), c->out, strlen(c->out)))
             fail_msg("%s: got\n%.*s", c->name, (int)lb_buf_len(&out), lb_buf_start(&out));
