@@ -56,6 +56,25 @@ for c in "${conns_arr[@]}"; do
   [ "$c" -gt "$max_conns" ] && max_conns=$c
 done
 
+# cpu_list LIST: the CPU numbers of a taskset -c list ("1", "1,3", "2-3").
+cpu_list() {
+  local part i parts=() cpus=()
+  IFS=, read -ra parts <<<"$1"
+  for part in "${parts[@]}"; do
+    for ((i = ${part%-*}; i <= ${part#*-}; i++)); do cpus+=("$i"); done
+  done
+  echo "${cpus[*]}"
+}
+
+for list in "$proxy_cpu" "$load_cpu"; do
+  [[ $list =~ ^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$ ]] ||
+    lb_die "CPU list '$list': use taskset -c syntax, e.g. 1 or 1-3"
+done
+proxy_cpus=$(cpu_list "$proxy_cpu")
+load_cpus=$(cpu_list "$load_cpu")
+n_proxy_cpus=$(wc -w <<<"$proxy_cpus")
+n_load_cpus=$(wc -w <<<"$load_cpus")
+
 LB_SETUP_BENCH=1 scripts/setup.sh
 lb_log "building build-rel (Release)"
 lb_build_release
@@ -104,11 +123,23 @@ ticks() {
   echo "$total"
 }
 
-# busy: CPU time (clock ticks) the whole machine spent outside idle and iowait.
+# busy: CPU time (clock ticks) spent outside idle and iowait, from /proc/stat,
+# everything included (interrupts, softirq: much of loopback TCP is charged
+# there, not to a process): "PROXY_CORES LOAD_CORES WHOLE_MACHINE".
 busy() {
-  local _cpu user nice system _idle _iowait irq softirq steal _rest
-  read -r _cpu user nice system _idle _iowait irq softirq steal _rest </proc/stat
-  echo $((user + nice + system + irq + softirq + steal))
+  local name user nice system _idle _iowait irq softirq steal _rest t p=0 l=0 m=0
+  while read -r name user nice system _idle _iowait irq softirq steal _rest; do
+    t=$((user + nice + system + irq + softirq + steal))
+    case $name in
+      cpu) m=$t ;;
+      cpu[0-9]*)
+        [[ " $proxy_cpus " == *" ${name#cpu} "* ]] && p=$((p + t))
+        [[ " $load_cpus " == *" ${name#cpu} "* ]] && l=$((l + t))
+        ;;
+      *) break ;;
+    esac
+  done </proc/stat
+  echo "$p $l $m"
 }
 
 # tree PID: PID and its children (nginx: the master and its worker).
@@ -258,22 +289,24 @@ done
 # --- one measured run ------------------------------------------------------------
 
 # run TARGET CONNS ROUND: one wrk run; appends a line to $T/results:
-# target conns round req/s p50_us p99_us proxy_us_per_req proxy_core% load_core% errors
-# other% (machine CPU not spent by the proxy or the load side: interrupts, noise)
+#   target conns round req/s p50_us p99_us proxy_us/req load_us/req
+#   proxy_core_busy% load_core_busy% errors other%
+# where other% is machine CPU time not charged to the proxy or the load side
+# processes (softirq, interrupts, other processes), in % of one core.
 run() {
   local target=$1 conns=$2 round=$3 out=$T/wrk-$1-$2-$3
   local -a ppids=()
   if [ "$target" != direct ]; then mapfile -t ppids < <(tree "${pid_of[$target]}"); fi
-  local p0 b0 m0 p1 b1 m1 t0 t1 rc=0 TIMEFORMAT='%3U %3S'
+  local p0 b0 c0 p1 b1 c1 t0 t1 rc=0 TIMEFORMAT='%3U %3S'
   p0=$(ticks "${ppids[@]}")
   b0=$(ticks "${backend_pids[@]}")
-  m0=$(busy)
+  c0=$(busy)
   t0=$EPOCHREALTIME
   { time timeout --foreground -k 5 $((duration + 30)) taskset -c "$load_cpu" \
     "$WRK" -t1 -c"$conns" -d"${duration}s" --latency "http://127.0.0.1:${port_of[$target]}/" \
     >"$out.out" 2>"$out.err"; } 2>"$out.time" || rc=$?
   t1=$EPOCHREALTIME
-  m1=$(busy)
+  c1=$(busy)
   p1=$(ticks "${ppids[@]}")
   b1=$(ticks "${backend_pids[@]}")
   if [ "$rc" -ne 0 ] || ! grep -q '^Requests/sec:' "$out.out"; then
@@ -283,10 +316,12 @@ run() {
   for pid in "${ppids[@]:0:1}" "${backend_pids[@]}"; do
     lb_alive "$pid" || lb_die "pid $pid ($target or a backend) died during the run"
   done
-  python3 - "$target" "$conns" "$round" "$out.out" "$out.time" "$clk_tck" \
-    "$((p1 - p0))" "$((b1 - b0))" "$((m1 - m0))" "$t0" "$t1" "${#ppids[@]}" >>"$T/results" <<'EOF'
+  python3 - "$target" "$conns" "$round" "$out.out" "$out.time" "$clk_tck" "$t0" "$t1" \
+    "${#ppids[@]}" "$((p1 - p0))" "$((b1 - b0))" "$c0" "$c1" "$n_proxy_cpus" "$n_load_cpus" \
+    >>"$T/results" <<'EOF'
 import re, sys
-target, conns, rnd, wrk_out, time_out, hz, pt, bt, mt, t0, t1, nproxy = sys.argv[1:]
+(target, conns, rnd, wrk_out, time_out, hz, t0, t1, nproxy, pt, bt, c0, c1,
+ n_pcpu, n_lcpu) = sys.argv[1:]
 text = open(wrk_out).read()
 unit = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6}
 def lat(pct):
@@ -299,17 +334,19 @@ m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 errors += int(m.group(1)) if m else 0
 wall = float(t1) - float(t0)
 hz = float(hz)
-wrk_cpu = sum(float(x) for x in open(time_out).read().split()[-2:])
-load_cpu = wrk_cpu + int(bt) / hz
+core = [(int(b) - int(a)) / hz for a, b in zip(c0.split(), c1.split())]
 proxy_cpu = int(pt) / hz
-other = int(mt) / hz - proxy_cpu - load_cpu
+load_cpu = sum(float(x) for x in open(time_out).read().split()[-2:]) + int(bt) / hz
+other = core[2] - proxy_cpu - load_cpu
+def per_req(cpu):
+    return "%.3f" % (cpu * 1e6 / requests) if requests else "nan"
 if int(nproxy):
-    us_req = "%.3f" % (proxy_cpu * 1e6 / requests) if requests else "nan"
-    proxy_pct = "%.1f" % (100 * proxy_cpu / wall)
+    proxy_us, proxy_core = per_req(proxy_cpu), "%.1f" % (100 * core[0] / wall / int(n_pcpu))
 else:
-    us_req = proxy_pct = "-"
-print(target, conns, rnd, "%.1f" % rps, "%.1f" % lat(50), "%.1f" % lat(99),
-      us_req, proxy_pct, "%.1f" % (100 * load_cpu / wall), errors, "%.0f" % max(0, 100 * other / wall))
+    proxy_us = proxy_core = "-"
+print(target, conns, rnd, "%.1f" % rps, "%.1f" % lat(50), "%.1f" % lat(99), proxy_us,
+      per_req(load_cpu), proxy_core, "%.1f" % (100 * core[1] / wall / int(n_lcpu)), errors,
+      "%.0f" % max(0, 100 * other / wall))
 EOF
 }
 
@@ -323,6 +360,16 @@ haproxy_v=$(first_line "$HAPROXY" -v)
 wrk_v=$(first_line "$WRK" -v)
 lb_log "$(first_line "$LB_BIN" -v); $(first_line "$NGINX" -v); ${haproxy_v%% 20[0-9][0-9]/*}; ${wrk_v%% \[*}"
 lb_log "duration ${duration}s, $rounds round(s), conns: ${conns_arr[*]}, $n_backends backends; proxy on CPU $proxy_cpu, wrk + backends on CPU $load_cpu"
+
+# Other work on the machine skews every number: say so when it is not quiet.
+read -r _ _ q0 < <(busy)
+sleep 2
+read -r _ _ q1 < <(busy)
+quiet=$(((q1 - q0) * 100 / clk_tck / 2))
+if [ "$quiet" -gt 10 ]; then
+  lb_log "warning: before the runs, the machine was busy ($quiet% of a core, all proxies idle):" \
+    "another process is running; the results will be noisy"
+fi
 
 lb_log "warm-up: 1s per target"
 for t in "${targets[@]}"; do
@@ -338,8 +385,9 @@ for c in "${conns_arr[@]}"; do
       n=$((n + 1))
       lb_log "[$n/$total] c=$c round $r: $t"
       run "$t" "$c" "$r"
-      read -r _ _ _ rps _ _ us_req _ _ errors other < <(tail -n1 "$T/results")
-      lb_log "    ${rps%.*} req/s, proxy ${us_req} µs/req, $errors errors; other CPU on the machine: $other% of a core"
+      read -r _ _ _ rps _ _ us_req _ pcore lcore errors other < <(tail -n1 "$T/results")
+      lb_log "    ${rps%.*} req/s, proxy $us_req µs/req, cores busy: proxy $pcore%, load $lcore%;" \
+        "$errors errors; CPU not charged to these processes: $other% of a core"
       sleep 0.5
     done
   done
@@ -371,19 +419,21 @@ for t in targets:
             continue
         agg[t, c] = dict(rps=med(r[3] for r in rs), p50=med(r[4] for r in rs),
                          p99=med(r[5] for r in rs), cpu=med(r[6] for r in rs),
-                         pcore=med(r[7] for r in rs), lcore=med(r[8] for r in rs),
-                         err=sum(int(r[9]) for r in rs))
+                         lcpu=med(r[7] for r in rs), pcore=med(r[8] for r in rs),
+                         lcore=med(r[9] for r in rs), err=sum(int(r[10]) for r in rs))
 
-print("| target | conns | req/s | p50 | p99 | proxy CPU µs/req | proxy core | load core (wrk + backends) | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| target | conns | req/s | p50 | p99 | proxy CPU µs/req | load CPU µs/req "
+      "| proxy core busy | load core busy | errors |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in conns_order:
     for t in targets:
         a = agg.get((t, c))
         if not a:
             continue
-        print("| %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+        print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
             t, c, fmt(a["rps"], "%.0f"), fmt_lat(a["p50"]), fmt_lat(a["p99"]),
-            fmt(a["cpu"], "%.2f"), fmt(a["pcore"], "%.0f%%"), fmt(a["lcore"], "%.0f%%"), a["err"]))
+            fmt(a["cpu"], "%.2f"), fmt(a["lcpu"], "%.2f"), fmt(a["pcore"], "%.0f%%"),
+            fmt(a["lcore"], "%.0f%%"), a["err"]))
     lb = agg.get(("lb", c))
     for other in ("nginx", "haproxy"):
         o = agg.get((other, c))
@@ -391,6 +441,6 @@ for c in conns_order:
             continue
         rps = lb["rps"] / o["rps"] if o["rps"] else None
         cpu = lb["cpu"] / o["cpu"] if lb["cpu"] is not None and o["cpu"] else None
-        print("| *lb ÷ %s* | %s | *%s* | | | *%s* | | | |" % (
+        print("| *lb ÷ %s* | %s | *%s* | | | *%s* | | | | |" % (
             other, c, fmt(rps, "%.2f×"), fmt(cpu, "%.2f×")))
 EOF

@@ -70,7 +70,9 @@ lb_cleanup() {
 }
 trap lb_cleanup EXIT
 set -E # so that the ERR trap also sees failures inside functions
-trap 'lb_log "failed (status $?) at line $LINENO: $BASH_COMMAND"' ERR
+_lb_rc=0
+# (said once, by the script itself, not again by each subshell it ran in)
+trap '_lb_rc=$?; [ "$BASHPID" = "$$" ] && lb_log "failed (status $_lb_rc) at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -135,6 +137,6 @@ lb_backend_port() {
 # lb_build_release: configures and builds build-rel (Release) quietly.
 lb_build_release() {
   cmake -S "$LB_ROOT" -B "$LB_ROOT/build-rel" -DCMAKE_BUILD_TYPE=Release --log-level=WARNING >/dev/null
-  cmake --build "$LB_ROOT/build-rel" -j2 >/dev/null ||
-    cmake --build "$LB_ROOT/build-rel" -j1  # again, so the error is shown unmixed
+  cmake --build "$LB_ROOT/build-rel" -j2 >/dev/null 2>&1 ||
+    cmake --build "$LB_ROOT/build-rel" -j1 # again, to show the errors unmixed
 }
