@@ -48,6 +48,34 @@ int lb_buf_append(struct lb_buf *buf, const void *src, size_t n)
     return 0;
 }
 
+int lb_buf_append_str(struct lb_buf *buf, const char *s)
+{
+    return lb_buf_append(buf, s, strlen(s));
+}
+
+/* Writes v in `base` (10 or 16) backwards into a small array, then appends. */
+static int append_number(struct lb_buf *buf, uint64_t v, unsigned base)
+{
+    static const char digits[] = "0123456789abcdef";
+    char text[24];
+    size_t i = sizeof(text);
+    do {
+        text[--i] = digits[v % base];
+        v /= base;
+    } while (v);
+    return lb_buf_append(buf, text + i, sizeof(text) - i);
+}
+
+int lb_buf_append_u64(struct lb_buf *buf, uint64_t v)
+{
+    return append_number(buf, v, 10);
+}
+
+int lb_buf_append_hex(struct lb_buf *buf, uint64_t v)
+{
+    return append_number(buf, v, 16);
+}
+
 int lb_buf_printf(struct lb_buf *buf, const char *fmt, ...)
 {
     /* Formatted through a small stack buffer: vsnprintf needs a byte for its

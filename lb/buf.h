@@ -7,6 +7,7 @@
 #define LB_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct lb_buf {
     char *data;
@@ -57,6 +58,13 @@ void lb_buf_compact(struct lb_buf *buf);
 /* Appends n bytes, compacting if needed. Returns 0, or -1 when they do not fit
  * (nothing is written then). */
 int lb_buf_append(struct lb_buf *buf, const void *src, size_t n);
+
+/* Appends a string, an unsigned number in decimal, or in hex. Return 0, or
+ * -1 when it does not fit (nothing is written then). Cheaper than printf on
+ * the hot path. */
+int lb_buf_append_str(struct lb_buf *buf, const char *s);
+int lb_buf_append_u64(struct lb_buf *buf, uint64_t v);
+int lb_buf_append_hex(struct lb_buf *buf, uint64_t v);
 
 #define LB_BUF_PRINTF_MAX 1024
 

@@ -862,7 +862,7 @@ static const struct field backend_fields[] = {
 static void backend_defaults(struct lb_backend *b)
 {
     b->balance = lb_balancer_find("roundrobin");
-    b->keepalive = 32;
+    b->keepalive = 1024;
     b->keepalive_timeout = 60;
     b->health = (struct lb_health_config){.type = LB_HEALTH_NONE,
                                           .interval = 1,

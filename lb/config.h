@@ -113,7 +113,7 @@ struct lb_backend {
     const struct lb_balancer_ops *balance; /* default roundrobin */
     struct lb_server *servers;
     size_t n_servers;
-    unsigned keepalive;            /* idle pooled connections per server and worker, default 32 */
+    unsigned keepalive;            /* idle pooled connections per server and worker, default 1024 */
     double keepalive_timeout;      /* seconds an idle pooled connection is kept, default 60 */
     struct lb_health_config health;
     double slow_start;             /* seconds a server coming up ramps its weight; 0 = off */

@@ -406,8 +406,9 @@ enum lb_step lb_conn_flush(struct lb_conn *c)
 /* Reads from the client into cin. */
 static enum lb_step read_client(struct lb_conn *c)
 {
-    if (c->client_eof || lb_conn_buf(c, &c->cin) < 0)
+    if (c->client_eof || !c->client_rd || lb_conn_buf(c, &c->cin) < 0)
         return STEP_IDLE;
+    c->client_rd = false;
     bool was_empty = lb_conn_idle(c);
     switch (lb_io_read(c->fd, &c->cin)) {
     case LB_IO_OK:
@@ -535,9 +536,14 @@ static void conn_run(struct lb_conn *c)
 static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)loop;
-    (void)revents;
     struct lb_conn *c = io->data;
     assert(c->magic == LB_CONN_MAGIC);
+    if (revents & EV_READ) {
+        if (io == &c->io)
+            c->client_rd = true;
+        else
+            c->up_rd = true;
+    }
     conn_run(c);
 }
 
@@ -545,6 +551,7 @@ void lb_conn_watch_upstream(struct lb_conn *c)
 {
     ev_io_init(&c->up->io, on_io, c->up->fd, 0);
     c->up->io.data = c;
+    c->up_rd = false;
 }
 
 void lb_conn_queue_poll(struct lb_worker *w)

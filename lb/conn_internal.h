@@ -105,6 +105,10 @@ struct lb_conn {
     bool keep_alive;          /* the client connection stays open after this exchange */
     bool client_eof;
     bool upstream_eof;
+    /* epoll said the socket is readable and no read has tried it since: a
+     * read without it would mostly find nothing (one wasted syscall). */
+    bool client_rd;
+    bool up_rd;
     bool client_shut;         /* lb shut down its writing side to the client */
     bool upstream_shut;       /* lb shut down its writing side to the server */
     bool lingering;

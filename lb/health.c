@@ -152,7 +152,7 @@ static unsigned ejected_count(const struct lb_backend *b, uint64_t now_ms)
 static void try_eject(struct lb_server *s, const struct lb_backend *b, enum lb_outcome outcome,
                       unsigned failures, uint64_t now_ms)
 {
-    char name[256];
+    char name[320];
     pthread_mutex_lock(&eject_lock);
     if (atomic_load(&s->ejected_until_ms) > now_ms)
         goto out;
@@ -307,7 +307,7 @@ static void check_verdict(struct check *c, bool ok, const char *reason)
     struct lb_server *s = c->server;
     atomic_fetch_add(&totals.checks, 1);
     atomic_fetch_add(ok ? &totals.ok : &totals.failed, 1);
-    char name[256];
+    char name[320];
     struct lb_health_step step = lb_health_next(c->counters, ok, h->rise, h->fall);
     c->counters = step.counters;
     if (!step.changed)
@@ -354,7 +354,7 @@ static void check_end(struct check *c, enum verdict verdict, const char *reason)
         atomic_fetch_add(&totals.local_errors, 1);
         if (ev_now(health.loop) - health.local_error_logged >= LOCAL_ERROR_LOG_EVERY) {
             health.local_error_logged = ev_now(health.loop);
-            char name[256];
+            char name[320];
             lb_log_error("health check of %s skipped: %s (a local error, not counted)",
                          server_name(c->backend, c->server, name, sizeof name), reason);
         }
@@ -604,7 +604,7 @@ static void sweep_one(struct check *c, uint64_t now_ms)
     if (until != 0 && until > atomic_load(&s->up_since_ms))
         atomic_store(&s->up_since_ms, until);
     if (until != 0 && atomic_compare_exchange_strong(&s->ejected_until_ms, &until, 0)) {
-        char name[256];
+        char name[320];
         lb_log_info("%s returns from ejection", server_name(c->backend, s, name, sizeof name));
         c->decay_from_ms = now_ms;
     }

@@ -51,7 +51,7 @@ static void extend(struct lb_http_parser *p, struct lb_slice *s, const char *at,
 static int on_message_begin(llhttp_t *ll)
 {
     struct lb_http_parser *p = parser_of(ll);
-    memset(&p->head, 0, sizeof(p->head));
+    memset(&p->head, 0, offsetof(struct lb_http_head, headers));
     p->phase = PHASE_HEAD;
     p->last_cb = CB_NONE;
     p->body_bytes = 0;
@@ -195,7 +195,8 @@ static int on_body(llhttp_t *ll, const char *at, size_t len)
         if (p->in_chunk) { /* chunk size already written by on_chunk_header */
             lb_buf_append(p->out, at, len);
         } else {
-            lb_buf_printf(p->out, "%zx\r\n", len);
+            lb_buf_append_hex(p->out, len);
+            lb_buf_append(p->out, "\r\n", 2);
             lb_buf_append(p->out, at, len);
             lb_buf_append(p->out, "\r\n", 2);
         }
@@ -213,8 +214,10 @@ static int on_chunk_header(llhttp_t *ll)
     if (ll->content_length == 0)
         return 0; /* the last chunk: written at message complete */
     p->in_chunk = true;
-    if (p->out_framing == LB_FRAMING_CHUNKED)
-        lb_buf_printf(p->out, "%llx\r\n", (unsigned long long)ll->content_length);
+    if (p->out_framing == LB_FRAMING_CHUNKED) {
+        lb_buf_append_hex(p->out, ll->content_length);
+        lb_buf_append(p->out, "\r\n", 2);
+    }
     return 0;
 }
 
@@ -266,7 +269,7 @@ static const llhttp_settings_t settings = {
 void lb_http_parser_init(struct lb_http_parser *p, enum lb_http_type type,
                          const struct lb_http_limits *limits)
 {
-    memset(p, 0, sizeof(*p));
+    memset(p, 0, offsetof(struct lb_http_parser, head) + offsetof(struct lb_http_head, headers));
     p->type = type;
     p->limits = limits;
     llhttp_init(&p->ll, type == LB_HTTP_REQUEST ? HTTP_REQUEST : HTTP_RESPONSE, &settings);
@@ -410,21 +413,6 @@ enum lb_http_status lb_http_finish(struct lb_http_parser *p, struct lb_buf *out)
     p->error_status = 502;
     p->error_text = "connection closed before the end of the message";
     return LB_HTTP_ERROR;
-}
-
-bool lb_slice_equals_ci(const char *base, struct lb_slice s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return s.len == n && strncasecmp(base + s.off, lit, n) == 0;
-}
-
-int lb_http_find_header(const struct lb_http_head *h, const char *base, const char *name,
-                        int from)
-{
-    for (unsigned i = (unsigned)from; i < h->n_headers; i++)
-        if (lb_slice_equals_ci(base, h->headers[i].name, name))
-            return (int)i;
-    return -1;
 }
 
 bool lb_http_value_has_token(const char *value, size_t len, const char *token)

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include <strings.h>
 
 #include <llhttp.h>
 
@@ -58,7 +60,6 @@ struct lb_http_head {
     struct lb_slice reason; /* responses */
     struct lb_slice host;   /* requests: Host, or the authority of an absolute-form target */
     bool has_host;
-    struct lb_header headers[LB_HTTP_MAX_HEADERS];
     unsigned n_headers;
     uint64_t content_length; /* when has_content_length */
     bool has_content_length;
@@ -68,6 +69,8 @@ struct lb_http_head {
     bool has_body;   /* a body follows (length > 0, chunked or until close) */
     uint32_t size;   /* bytes of the head: in->data[0, size), empty lines llhttp
                         skips before the request line included */
+    /* Last, so a new message resets only what comes before it. */
+    struct lb_header headers[LB_HTTP_MAX_HEADERS];
 };
 
 struct lb_http_limits {
@@ -88,7 +91,6 @@ struct lb_http_parser {
     llhttp_t ll;
     enum lb_http_type type;
     const struct lb_http_limits *limits;
-    struct lb_http_head head;
 
     /* Set by the caller once the head was seen, before parsing the body. */
     enum lb_body_framing out_framing;
@@ -109,6 +111,10 @@ struct lb_http_parser {
     bool done_pending;   /* message completed while returning the head */
     bool in_chunk;
     size_t extra_bytes;  /* chunk extension or trailer bytes, capped */
+
+    /* Last, and its header table last in it: resetting a parser skips the
+     * table, whose used entries are always written before they are read. */
+    struct lb_http_head head;
 };
 
 void lb_http_parser_init(struct lb_http_parser *p, enum lb_http_type type,
@@ -138,11 +144,24 @@ static inline const char *lb_slice_ptr(const char *base, struct lb_slice s)
 {
     return base + s.off;
 }
-bool lb_slice_equals_ci(const char *base, struct lb_slice s, const char *lit);
+/* Inline, so that strlen() of a literal folds to a constant. */
+static inline bool lb_slice_equals_ci(const char *base, struct lb_slice s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && strncasecmp(base + s.off, lit, n) == 0;
+}
+
 /* Index of the first header named `name` (case-insensitive) at or after
  * `from`, or -1. */
-int lb_http_find_header(const struct lb_http_head *h, const char *base, const char *name,
-                        int from);
+static inline int lb_http_find_header(const struct lb_http_head *h, const char *base,
+                                      const char *name, int from)
+{
+    size_t n = strlen(name);
+    for (unsigned i = (unsigned)from; i < h->n_headers; i++)
+        if (h->headers[i].name.len == n && strncasecmp(base + h->headers[i].name.off, name, n) == 0)
+            return (int)i;
+    return -1;
+}
 /* True when a comma-separated header value holds `token` (case-insensitive). */
 bool lb_http_value_has_token(const char *value, size_t len, const char *token);
 

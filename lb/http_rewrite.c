@@ -17,6 +17,8 @@ static const char *const hop_by_hop[] = {
 
 static bool is_hop_by_hop(const char *base, struct lb_slice name)
 {
+    if (name.len < 2 || name.len > 17) /* "te" .. "transfer-encoding" */
+        return false;
     for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
         if (lb_slice_equals_ci(base, name, hop_by_hop[i]))
             return true;
@@ -55,8 +57,8 @@ static int put_framing(struct lb_buf *out, const struct lb_http_head *h,
 {
     switch (framing) {
     case LB_FRAMING_LENGTH:
-        return lb_buf_printf(out, "Content-Length: %llu\r\n",
-                             (unsigned long long)h->content_length);
+        return lb_buf_append(out, "Content-Length: ", 16) |
+               lb_buf_append_u64(out, h->content_length) | lb_buf_append(out, "\r\n", 2);
     case LB_FRAMING_CHUNKED:
         return lb_buf_append(out, "Transfer-Encoding: chunked\r\n", 28);
     default:
@@ -113,7 +115,8 @@ static int put_host(struct lb_buf *out, const struct lb_http_head *req, const ch
                lb_buf_append(out, base + req->host.off, req->host.len) |
                lb_buf_append(out, "\r\n", 2);
     if (info->default_host)
-        return lb_buf_printf(out, "Host: %s\r\n", info->default_host);
+        return lb_buf_append(out, "Host: ", 6) | lb_buf_append_str(out, info->default_host) |
+               lb_buf_append(out, "\r\n", 2);
     return 0;
 }
 
@@ -148,11 +151,13 @@ const char *lb_rewrite_request(const struct lb_http_head *req, const char *base,
      * the client's are filtered, so no nomination in Connection removes them. */
     int xff_first = -1;
     bool te_trailers = false, host_written = false;
+    bool has_connection = lb_http_find_header(req, base, "connection", 0) >= 0;
     for (unsigned i = 0; i < req->n_headers && rc == 0; i++) {
         const struct lb_header *hd = &req->headers[i];
         if (lb_slice_equals_ci(base, hd->name, "te"))
             te_trailers |= lb_http_value_has_token(base + hd->value.off, hd->value.len, "trailers");
-        if (is_hop_by_hop(base, hd->name) || nominated_by_connection(req, base, hd->name))
+        if (is_hop_by_hop(base, hd->name) ||
+            (has_connection && nominated_by_connection(req, base, hd->name)))
             continue;
         if (!info->allow_underscores && has_underscore(base, hd->name))
             continue; /* X_Forwarded_For must not pass for X-Forwarded-For */
@@ -189,7 +194,9 @@ const char *lb_rewrite_request(const struct lb_http_head *req, const char *base,
             continue;
         rc |= lb_buf_append(out, base + v.off, v.len) | lb_buf_append(out, ", ", 2);
     }
-    rc |= lb_buf_printf(out, "%s\r\nX-Forwarded-Proto: %s\r\n", info->client_addr, info->proto);
+    rc |= lb_buf_append_str(out, info->client_addr) |
+          lb_buf_append(out, "\r\nX-Forwarded-Proto: ", 21) | lb_buf_append_str(out, info->proto) |
+          lb_buf_append(out, "\r\n", 2);
     if (req->has_host)
         rc |= lb_buf_append(out, "X-Forwarded-Host: ", 18) |
               lb_buf_append(out, base + req->host.off, req->host.len) |
@@ -224,8 +231,10 @@ const char *lb_rewrite_response(const struct lb_http_head *resp, const char *bas
     lb_buf_compact(out); /* so a failed append can be undone by resetting tail */
     size_t saved_tail = out->tail;
     bool switching = resp->status == 101;
+    bool has_connection = lb_http_find_header(resp, base, "connection", 0) >= 0;
     bool interim = resp->status / 100 == 1 && !switching;
-    int rc = lb_buf_printf(out, "HTTP/1.1 %u ", resp->status) |
+    int rc = lb_buf_append(out, "HTTP/1.1 ", 9) | lb_buf_append_u64(out, resp->status) |
+             lb_buf_append(out, " ", 1) |
              lb_buf_append(out, base + resp->reason.off, resp->reason.len) |
              lb_buf_append(out, "\r\n", 2);
 
@@ -235,8 +244,8 @@ const char *lb_rewrite_response(const struct lb_http_head *resp, const char *bas
          * (HEAD, 304) and passes through. */
         bool keep_length = framing == LB_FRAMING_NONE &&
                            lb_slice_equals_ci(base, hd->name, "content-length");
-        if (!keep_length &&
-            (is_hop_by_hop(base, hd->name) || nominated_by_connection(resp, base, hd->name)))
+        if (!keep_length && (is_hop_by_hop(base, hd->name) ||
+                             (has_connection && nominated_by_connection(resp, base, hd->name))))
             continue;
         rc |= put_header(out, base, hd);
     }

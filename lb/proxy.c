@@ -473,8 +473,9 @@ static enum lb_step move_request_body(struct lb_conn *c)
         lb_conn_destroy(c);
         return STEP_GONE;
     }
-    if (lb_buf_len(&c->cin) < c->cin.cap) {
+    if (c->client_rd && lb_buf_len(&c->cin) < c->cin.cap) {
         bool eof_before = c->client_eof;
+        c->client_rd = false;
         switch (lb_io_read(c->fd, &c->cin)) {
         case LB_IO_OK:
             c->client_activity = now_of(c);
@@ -517,8 +518,9 @@ static enum lb_step send_upstream(struct lb_conn *c)
 /* server → uin. */
 static enum lb_step read_upstream(struct lb_conn *c)
 {
-    if (c->resp_done || c->upstream_eof)
+    if (c->resp_done || c->upstream_eof || !c->up_rd)
         return STEP_IDLE;
+    c->up_rd = false;
     switch (lb_io_read(c->up->fd, &c->uin)) {
     case LB_IO_OK:
         c->upstream_activity = now_of(c);
@@ -668,9 +670,14 @@ enum lb_step lb_proxy_step(struct lb_conn *c)
     if ((s = read_upstream(c)) == STEP_GONE || c->state != CONN_PROXY)
         return s;
     moved |= s == STEP_PROGRESS;
-    if ((s = move_response(c)) == STEP_GONE || c->state != CONN_PROXY)
-        return s;
-    moved |= s == STEP_PROGRESS;
+    /* All the buffered response goes into cout before one send. */
+    for (int i = 0; i < 8; i++) {
+        if ((s = move_response(c)) == STEP_GONE || c->state != CONN_PROXY)
+            return s;
+        if (s == STEP_IDLE)
+            break;
+        moved = true;
+    }
     if ((s = lb_conn_flush(c)) == STEP_GONE)
         return s;
     moved |= s == STEP_PROGRESS;
@@ -682,7 +689,7 @@ enum lb_step lb_proxy_step(struct lb_conn *c)
 /* One direction of a tunnel: from's bytes in `b` to `to_fd`, then more from
  * `from_fd`. *eof records that `from` closed; its close is passed on. */
 static enum lb_step tunnel_direction(struct lb_conn *c, int from_fd, int to_fd, struct lb_buf *b,
-                                     bool *eof, bool *shut, ev_tstamp *activity)
+                                     bool *readable, bool *eof, bool *shut, ev_tstamp *activity)
 {
     enum lb_step s = STEP_IDLE;
     if (lb_buf_len(b) > 0) {
@@ -697,7 +704,8 @@ static enum lb_step tunnel_direction(struct lb_conn *c, int from_fd, int to_fd, 
             return STEP_GONE;
         }
     }
-    if (!*eof) {
+    if (!*eof && *readable) {
+        *readable = false;
         switch (lb_io_read(from_fd, b)) {
         case LB_IO_OK:
             *activity = now_of(c);
@@ -729,11 +737,11 @@ enum lb_step lb_proxy_tunnel_step(struct lb_conn *c)
         return s;
     if (lb_buf_len(&c->cout) > 0)
         return s;
-    enum lb_step up = tunnel_direction(c, c->fd, c->up->fd, &c->cin, &c->client_eof,
+    enum lb_step up = tunnel_direction(c, c->fd, c->up->fd, &c->cin, &c->client_rd, &c->client_eof,
                                        &c->upstream_shut, &c->client_activity);
     if (up == STEP_GONE)
         return up;
-    enum lb_step down = tunnel_direction(c, c->up->fd, c->fd, &c->uin, &c->upstream_eof,
+    enum lb_step down = tunnel_direction(c, c->up->fd, c->fd, &c->uin, &c->up_rd, &c->upstream_eof,
                                          &c->client_shut, &c->upstream_activity);
     if (down == STEP_GONE)
         return down;

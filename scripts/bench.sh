@@ -190,7 +190,7 @@ lb_port=${ports[0]} nginx_port=${ports[1]} haproxy_port=${ports[2]}
   echo "backends:"
   echo "  app:"
   echo "    balance: roundrobin"
-  echo "    keepalive: 32"
+  echo "    keepalive: 1024"
   echo "    servers:"
   for p in "${backend_ports[@]}"; do echo "      - { address: 127.0.0.1:$p }"; done
 } >"$T/lb.yaml"
@@ -208,7 +208,7 @@ mkdir -p "$T/nginx"
   for d in client_body proxy fastcgi uwsgi scgi; do echo "  ${d}_temp_path $T/nginx/$d;"; done
   echo "  upstream app {"
   for p in "${backend_ports[@]}"; do echo "    server 127.0.0.1:$p;"; done
-  echo "    keepalive 64;"
+  echo "    keepalive 2048;"
   echo "    keepalive_requests 1000000;"
   echo "  }"
   echo "  server {"

@@ -288,7 +288,7 @@ static void test_defaults(void **state)
     assert_int_equal(b->line, 2);
     assert_ptr_equal(b->balance, lb_balancer_find("roundrobin"));
     assert_non_null(b->balance);
-    assert_int_equal(b->keepalive, 32);
+    assert_int_equal(b->keepalive, 1024);
     assert_true(b->keepalive_timeout == 60);
     assert_int_equal(b->n_servers, 1);
     assert_string_equal(b->servers[0].id, "127.0.0.1:9001");
