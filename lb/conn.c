@@ -150,7 +150,9 @@ static int client_events(const struct lb_conn *c)
         break;
     case CONN_CONNECT:
     case CONN_PROXY:
-        may_read = may_read && !c->req_done && has_space(&c->cin);
+        /* Also after the request: pipelined bytes wait in cin, and a watcher
+         * that stays on costs no epoll_ctl per request. */
+        may_read = may_read && has_space(&c->cin);
         break;
     case CONN_TUNNEL:
         may_read = may_read && has_space(&c->cin);
@@ -172,7 +174,9 @@ static void set_events(struct ev_loop *loop, ev_io *io, int events)
         return;
     ev_io_stop(loop, io);
     if (events) {
-        ev_io_set(io, io->fd, events);
+        /* ev_io_modify, not ev_io_set: the fd is the same, and telling libev
+         * it may not be costs a failing epoll_ctl per change. */
+        ev_io_modify(io, events);
         ev_io_start(loop, io);
     }
 }
@@ -404,7 +408,7 @@ enum lb_step lb_conn_flush(struct lb_conn *c)
 }
 
 /* Reads from the client into cin. */
-static enum lb_step read_client(struct lb_conn *c)
+enum lb_step lb_conn_read_client(struct lb_conn *c)
 {
     if (c->client_eof || !c->client_rd || lb_conn_buf(c, &c->cin) < 0)
         return STEP_IDLE;
@@ -448,14 +452,15 @@ static enum lb_step step_read_head(struct lb_conn *c)
     }
     bool idle = lb_conn_idle(c);
     if (idle && (c->w->draining || c->client_eof)) {
-        lb_conn_destroy(c);
-        return STEP_GONE;
+        c->state = CONN_CLOSING; /* after what is still in cout */
+        c->client_eof = true;
+        return STEP_PROGRESS;
     }
     if (c->client_eof) { /* closed inside a head */
         lb_conn_destroy(c);
         return STEP_GONE;
     }
-    return read_client(c);
+    return lb_conn_read_client(c);
 }
 
 /* CONN_CLOSING: flush, shut the write side, then read until the client closes
@@ -549,7 +554,7 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 
 void lb_conn_watch_upstream(struct lb_conn *c)
 {
-    ev_io_init(&c->up->io, on_io, c->up->fd, 0);
+    ev_set_cb(&c->up->io, on_io);
     c->up->io.data = c;
     c->up_rd = false;
 }

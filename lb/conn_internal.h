@@ -136,6 +136,9 @@ bool lb_conn_idle(const struct lb_conn *c);
 int lb_conn_buf(struct lb_conn *c, struct lb_buf *b);
 /* Points the server connection's watcher at c's state machine. */
 void lb_conn_watch_upstream(struct lb_conn *c);
+/* Reads from the client into cin when epoll said it is readable. Returns
+ * STEP_* (STEP_GONE on a read error). */
+enum lb_step lb_conn_read_client(struct lb_conn *c);
 /* Sends cout to the client. Returns STEP_* (STEP_GONE on a write error). */
 enum lb_step lb_conn_flush(struct lb_conn *c);
 

@@ -116,7 +116,8 @@ void lb_pool_give(struct lb_pool *pool, struct lb_upstream *up)
         slot->head->prev = up;
     slot->head = up;
     slot->count++;
-    ev_io_init(&up->io, on_idle_readable, up->fd, EV_READ);
+    ev_set_cb(&up->io, on_idle_readable);
+    ev_io_modify(&up->io, EV_READ);
     up->io.data = up;
     ev_io_start(pool->loop, &up->io);
     ev_timer_init(&up->idle, on_idle_expired, up->backend->keepalive_timeout, 0.);
@@ -141,6 +142,7 @@ struct lb_upstream *lb_upstream_connect(struct lb_pool *pool, const struct lb_ba
         goto fail;
     }
     up->fd = fd;
+    ev_io_init(&up->io, NULL, fd, 0); /* set once: later users change only cb and events */
     up->server = server;
     up->backend = backend;
     up->pool = pool;

@@ -446,8 +446,8 @@ static void drop_replay(struct lb_conn *c)
 /* Client → uout: the request body, re-framed. */
 static enum lb_step move_request_body(struct lb_conn *c)
 {
-    if (c->req_done)
-        return STEP_IDLE;
+    if (c->req_done) /* what the client sends now waits in cin */
+        return lb_buf_len(&c->cin) < c->cin.cap ? lb_conn_read_client(c) : STEP_IDLE;
     enum lb_step s = STEP_IDLE;
     if (lb_buf_len(&c->cin) > 0) {
         if (c->replayable && c->uout_sent > 0 &&
