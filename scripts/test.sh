@@ -2,7 +2,10 @@
 # Installs what is missing, builds lb with AddressSanitizer + UndefinedBehavior-
 # Sanitizer in build-asan, and runs every test (unit and end-to-end) with ctest.
 # Extra arguments go to ctest, e.g. `scripts/test.sh -L unit` or `-R config`.
-# Exits with ctest's status. Safe to run again and again.
+# Without arguments it also builds the Release configuration (-O2 finds
+# warnings a Debug build does not) and runs each libFuzzer target for a short
+# bounded time (LB_FUZZ_SECONDS, default 30). Exits non-zero if anything
+# failed. Safe to run again and again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +13,10 @@ scripts/setup.sh
 
 cmake -S . -B build-asan -DLB_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug --log-level=WARNING
 cmake --build build-asan -j2
+if [ $# -eq 0 ]; then
+  cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release --log-level=WARNING
+  cmake --build build-rel -j2 --target lb lb-backend
+fi
 
 # LeakSanitizer needs to stop the process's threads with ptrace; some
 # sandboxes and containers forbid that, and then every test would fail with
@@ -38,4 +45,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN
 
 status=0
 ctest --test-dir build-asan --output-on-failure "$@" || status=$?
+if [ $# -eq 0 ]; then
+  scripts/fuzz.sh "${LB_FUZZ_SECONDS:-30}" || status=1
+fi
 exit "$status"
