@@ -44,8 +44,10 @@ export ASAN_OPTIONS="detect_leaks=$detect_leaks${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 
 status=0
-ctest --test-dir build-asan --output-on-failure "$@" || status=$?
+ctest --test-dir build-asan --output-on-failure "$@" 2>&1 | tee build-asan/ctest.log || status=$?
 if [ $# -eq 0 ]; then
   scripts/fuzz.sh "${LB_FUZZ_SECONDS:-30}" || status=1
+  # ctest's verdict last, where a reader (or CI) looks for it.
+  grep -E '^[0-9]+% tests passed' build-asan/ctest.log || true
 fi
 exit "$status"
