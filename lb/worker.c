@@ -139,6 +139,10 @@ static void *worker_main(void *arg)
     for (size_t i = 0; i < w->n_listeners; i++)
         lb_listener_resume(&w->listeners[i]);
     ev_run(w->loop, 0);
+    /* How evenly SO_REUSEPORT spread the connections, and how often this
+     * worker woke for an accept another one had taken (should stay ~0). */
+    lb_log_info("worker %u: %llu connections accepted, %llu wakeups found none", w->id,
+                (unsigned long long)w->accepts, (unsigned long long)w->accept_eagain);
     return NULL;
 }
 
