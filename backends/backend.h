@@ -36,8 +36,9 @@ struct be_server {
     struct ev_loop *loop;
     char id[BE_ID_MAX + 1];
     size_t id_len;
-    bool log;     /* one stderr line per request */
-    bool healthy; /* /health answers 200, else 503 */
+    bool log;        /* one stderr line per request */
+    bool healthy;    /* /health answers 200, else 503 */
+    int post_log_fd; /* --post-log: one line per POST with X-Request-Id, or -1 */
     struct lb_http_limits limits;
     struct be_sessions *sessions;
     struct be_conn *conns; /* every open connection, for shutdown */
@@ -58,6 +59,8 @@ enum be_route {
     BE_ROUTE_STATUS,
     BE_ROUTE_BYTES,
     BE_ROUTE_SESSION,
+    BE_ROUTE_RESET, /* read the request whole, then reset the connection */
+    BE_ROUTE_HANG,  /* read the request, never answer */
     BE_ROUTE_NOT_FOUND,
     BE_ROUTE_ERROR, /* answer `error_status`, decided from the head alone */
 };
@@ -86,6 +89,7 @@ enum be_conn_state {
     BE_ST_HEAD,    /* between requests or reading a head */
     BE_ST_BODY,    /* head seen, reading (and discarding or keeping) its body */
     BE_ST_DELAY,   /* request read, its answer held until the /delay timer fires */
+    BE_ST_HANG,    /* /hang: request read, never answered; closed when the peer closes */
     BE_ST_STREAM,  /* answer head queued, its body being written from `seg` */
     BE_ST_CLOSING, /* no more requests: flush what is queued, then shut down */
     BE_ST_LINGER,  /* write side shut: drop input until EOF or the linger timer */
@@ -115,6 +119,7 @@ struct be_conn {
     struct be_request req;
     bool read_eof;    /* the client shut its write side */
     bool close_after; /* close once the current answer is out */
+    bool reset_after; /* /reset: once `out` is flushed, close with RST (SO_LINGER 0) */
 
     /* /echo: the raw request head and body, allocated for that request only. */
     struct lb_buf echo;
@@ -157,6 +162,15 @@ void be_conn_respond_bytes(struct be_conn *c, uint64_t n, bool chunked);
 
 /* Hold the answer for `ms` milliseconds; the route is answered again then. */
 void be_conn_delay(struct be_conn *c, uint64_t ms);
+
+/* /reset: no answer; the connection is reset (RST, not FIN) once what is
+ * already queued (a 100 Continue) is written. Later pipelined requests are
+ * dropped. */
+void be_conn_reset(struct be_conn *c);
+
+/* /hang: no answer ever; the connection stays open (its input is still read
+ * and dropped) until the peer closes it. */
+void be_conn_hang(struct be_conn *c);
 
 /* backend_routes.c */
 

@@ -209,6 +209,20 @@ void be_conn_respond_bytes(struct be_conn *c, uint64_t n, bool chunked)
     c->state = BE_ST_STREAM;
 }
 
+void be_conn_reset(struct be_conn *c)
+{
+    c->reset_after = true;
+    c->close_after = true;
+    c->state = BE_ST_CLOSING;
+    log_request(c, 0, 0);
+}
+
+void be_conn_hang(struct be_conn *c)
+{
+    c->state = BE_ST_HANG;
+    log_request(c, 0, 0);
+}
+
 void be_conn_delay(struct be_conn *c, uint64_t ms)
 {
     c->state = BE_ST_DELAY;
@@ -420,8 +434,9 @@ static bool conn_process(struct be_conn *c)
 static void update_events(struct be_conn *c)
 {
     int events = 0;
-    bool reading = c->state == BE_ST_LINGER || (!c->read_eof && c->state != BE_ST_CLOSING &&
-                                                (lb_buf_room(&c->in) > 0 || c->in.head > 0));
+    bool reading =
+        c->state == BE_ST_LINGER || (c->state == BE_ST_HANG && !c->read_eof) ||
+        (!c->read_eof && c->state != BE_ST_CLOSING && (lb_buf_room(&c->in) > 0 || c->in.head > 0));
     if (reading)
         events |= EV_READ;
     if (lb_buf_len(&c->out) > 0 || c->seg_len > 0 || c->stream != BE_STREAM_NONE)
@@ -440,8 +455,8 @@ static void update_events(struct be_conn *c)
 static int conn_read(struct be_conn *c)
 {
     for (int round = 0; round < BE_READS_PER_EVENT; round++) {
-        if (c->state == BE_ST_LINGER)
-            c->in.head = c->in.tail = 0;
+        if (c->state == BE_ST_LINGER || c->state == BE_ST_HANG)
+            c->in.head = c->in.tail = 0; /* dropped: only EOF matters now */
         if (lb_buf_room(&c->in) == 0) {
             /* No head is half-parsed past offset 0 here: the parser compacts
              * at each message start, so this never moves live slices. */
@@ -492,6 +507,14 @@ static int conn_drive(struct be_conn *c)
             break;
     }
     bool idle = lb_buf_len(&c->out) == 0 && c->seg_len == 0 && c->stream == BE_STREAM_NONE;
+    if (c->state == BE_ST_CLOSING && idle && c->reset_after) {
+        /* /reset: an abortive close, so the peer sees ECONNRESET, not EOF */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        return -1;
+    }
+    if (c->state == BE_ST_HANG && c->read_eof)
+        return -1; /* /hang: the peer gave up */
     if (c->state == BE_ST_CLOSING && idle) {
         if (c->read_eof)
             return -1;

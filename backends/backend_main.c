@@ -1,6 +1,6 @@
 /* lb-backend: options, the listening socket, accept, signals and the loop.
  *
- *   lb-backend --listen ADDR:PORT [--id NAME] [--log]
+ *   lb-backend --listen ADDR:PORT [--id NAME] [--log] [--post-log FILE]
  *
  * Prints "lb-backend NAME listening on ADDR:PORT" to stderr once it accepts
  * connections (PORT 0 picks a free port, and the line tells which). SIGTERM and
@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -33,12 +34,14 @@ struct be_listener {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: lb-backend --listen ADDR:PORT [--id NAME] [--log]\n"
+    fprintf(f, "usage: lb-backend --listen ADDR:PORT [--id NAME] [--log] [--post-log FILE]\n"
                "  --listen ADDR:PORT  address to serve on: 127.0.0.1:9001, [::1]:9001\n"
                "                      (port 0: any free port, printed when ready)\n"
                "  --id NAME           server id in X-Backend-Id and bodies\n"
                "                      (default: the listen address)\n"
                "  --log               one line per request on stderr\n"
+               "  --post-log FILE     append the X-Request-Id of every POST to FILE,\n"
+               "                      one line each (for counting duplicate deliveries)\n"
                "  -h, --help          this text\n");
 }
 
@@ -184,13 +187,11 @@ static int valid_id(const char *id)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        {"listen", required_argument, NULL, 'l'},
-        {"id", required_argument, NULL, 'i'},
-        {"log", no_argument, NULL, 'L'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"listen", required_argument, NULL, 'l'}, {"id", required_argument, NULL, 'i'},
+        {"log", no_argument, NULL, 'L'},          {"post-log", required_argument, NULL, 'P'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
-    const char *listen_arg = NULL, *id_arg = NULL;
+    const char *listen_arg = NULL, *id_arg = NULL, *post_log_arg = NULL;
     bool log = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
@@ -203,6 +204,9 @@ int main(int argc, char **argv)
             break;
         case 'L':
             log = true;
+            break;
+        case 'P':
+            post_log_arg = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -236,6 +240,14 @@ int main(int argc, char **argv)
     }
     srv.log = log;
     srv.healthy = true;
+    srv.post_log_fd = -1;
+    if (post_log_arg) {
+        srv.post_log_fd = open(post_log_arg, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+        if (srv.post_log_fd < 0) {
+            fprintf(stderr, "lb-backend: --post-log %s: %s\n", post_log_arg, strerror(errno));
+            goto out;
+        }
+    }
     srv.limits = (struct lb_http_limits){
         .max_header_size = 32 * 1024, /* fits BE_IN_BUF_SIZE with room to spare */
         .max_uri_size = 16 * 1024,
@@ -278,6 +290,8 @@ int main(int argc, char **argv)
     be_conn_close_all(&srv);
     close(listener.fd);
 out:
+    if (srv.post_log_fd >= 0)
+        close(srv.post_log_fd);
     be_sessions_free(srv.sessions);
     ev_loop_destroy(srv.loop);
     return status;

@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define BE_DELAY_MAX_MS (10u * 60u * 1000u)
+#define BE_REQUEST_ID_MAX 200 /* longer X-Request-Id values are cut in the post log */
 
 struct str {
     const char *p;
@@ -127,6 +129,33 @@ static void copy_text(char *dst, size_t cap, const char *src, size_t len)
     dst[len] = '\0';
 }
 
+/* --post-log: a POST carrying X-Request-Id is recorded as one line "ID\n"
+ * with a single write() on an O_APPEND file, so the lines of every backend
+ * sharing the file (or of several files) never interleave. Recorded when the
+ * head arrives: a POST whose body never completed still counts as delivered,
+ * which is what a duplicate count must assume. Bytes that are not visible
+ * ASCII become '?'. */
+static void log_post(struct be_server *srv, const struct lb_http_head *h, const char *base)
+{
+    if (srv->post_log_fd < 0 || h->method != HTTP_POST)
+        return;
+    int i = lb_http_find_header(h, base, "x-request-id", 0);
+    if (i < 0 || h->headers[i].value.len == 0)
+        return;
+    char line[BE_REQUEST_ID_MAX + 1];
+    const char *v = lb_slice_ptr(base, h->headers[i].value);
+    size_t n =
+        h->headers[i].value.len < BE_REQUEST_ID_MAX ? h->headers[i].value.len : BE_REQUEST_ID_MAX;
+    for (size_t k = 0; k < n; k++) {
+        unsigned char ch = (unsigned char)v[k];
+        line[k] = ch > 0x20 && ch < 0x7f ? (char)ch : '?';
+    }
+    line[n] = '\n';
+    ssize_t w = write(srv->post_log_fd, line, n + 1);
+    if (w != (ssize_t)(n + 1))
+        fprintf(stderr, "lb-backend %s: --post-log write failed\n", srv->id);
+}
+
 void be_route_head(struct be_conn *c, const struct lb_http_head *h, const char *base)
 {
     struct be_request *rq = &c->req;
@@ -203,7 +232,12 @@ void be_route_head(struct be_conn *c, const struct lb_http_head *h, const char *
     } else if (str_is(path, "/session")) {
         rq->route = BE_ROUTE_SESSION;
         find_sid(rq, h, base);
+    } else if (str_is(path, "/reset")) {
+        rq->route = BE_ROUTE_RESET;
+    } else if (str_is(path, "/hang")) {
+        rq->route = BE_ROUTE_HANG;
     }
+    log_post(c->srv, h, base);
 
     /* The client waits for a go-ahead before sending the body. */
     if (!rq->reject_now && h->has_body && !rq->http10 && expects_continue(h, base))
@@ -292,6 +326,12 @@ void be_route_answer(struct be_conn *c)
         return;
     case BE_ROUTE_SESSION:
         answer_session(c);
+        return;
+    case BE_ROUTE_RESET:
+        be_conn_reset(c);
+        return;
+    case BE_ROUTE_HANG:
+        be_conn_hang(c);
         return;
     case BE_ROUTE_NOT_FOUND:
         answer_text(c, 404, NULL, "not found\n");

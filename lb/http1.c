@@ -164,9 +164,14 @@ static int on_headers_complete(llhttp_t *ll)
     }
     if (p->type == LB_HTTP_RESPONSE && (ll->flags & F_TRANSFER_ENCODING) && !h->chunked)
         return fail(p, 502, "Transfer-Encoding without a final chunked");
-    if (p->type == LB_HTTP_RESPONSE && p->skip_body) {
+    /* No body on a response to HEAD, nor on 1xx, 204 or 304 whatever their
+     * Content-Length says (llhttp would wait for it): the pause comes at
+     * message complete; bytes that follow make the connection unusable. */
+    if (p->type == LB_HTTP_RESPONSE &&
+        (p->skip_body || (h->status / 100 == 1 && h->status != 101) || h->status == 204 ||
+         h->status == 304)) {
         h->has_body = false;
-        return 1; /* no body; the pause comes at message complete */
+        return 1;
     }
     if (p->type == LB_HTTP_REQUEST)
         h->has_body = h->chunked || h->content_length > 0;

@@ -110,10 +110,11 @@ static const char *check_content_length(const struct lb_http_head *h, const char
  * does not decode ("gzip, chunked"). */
 static int transfer_coding_status(const struct lb_http_head *h, const char *base)
 {
-    unsigned codings = 0, chunked = 0;
+    unsigned codings = 0, chunked = 0, headers = 0;
     bool last_chunked = false;
     for (int i = lb_http_find_header(h, base, "transfer-encoding", 0); i >= 0;
          i = lb_http_find_header(h, base, "transfer-encoding", i + 1)) {
+        headers++;
         struct lb_slice v = h->headers[i].value;
         const char *p = base + v.off, *end = p + v.len;
         while (p < end) {
@@ -138,7 +139,7 @@ static int transfer_coding_status(const struct lb_http_head *h, const char *base
         }
     }
     if (codings == 0)
-        return 0;
+        return headers ? 400 : 0; /* an empty Transfer-Encoding frames nothing */
     if (!last_chunked || chunked > 1)
         return 400;
     return codings > 1 ? 501 : 0;
@@ -250,6 +251,8 @@ static const char *check_request(struct lb_http_head *h, const char *base, int *
     if (authority.len > 0) {
         if (!valid_authority(base + authority.off, authority.len))
             return "invalid authority";
+        if (host < 0 && h->version_minor >= 1)
+            return "HTTP/1.1 request without Host";
         if (host >= 0 && !slices_equal_ci(base, authority, h->headers[host].value))
             return "Host does not match the target";
         h->host = authority;
@@ -277,11 +280,35 @@ const char *lb_validate_request(struct lb_http_head *h, const char *base, int *s
     return err;
 }
 
+/* "HTTP/1.x SP 3DIGIT [SP reason] CRLF", status 100..599, a reason of
+ * visible characters, spaces and tabs. */
+static const char *check_status_line(const struct lb_http_head *h, const char *base)
+{
+    const char *p = base, *end = base + h->size;
+    while (end - p >= 2 && p[0] == '\r' && p[1] == '\n')
+        p += 2;
+    if (end - p < 14 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
+        p[8] != ' ')
+        return "malformed status line";
+    for (int i = 9; i < 12; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return "malformed status code";
+    if (h->status < 100 || h->status > 599)
+        return "status code out of range";
+    p += 12;
+    if (*p == ' ')
+        p++;
+    for (; p < end && *p != '\r'; p++)
+        if ((unsigned char)*p < 0x20 ? *p != '\t' : *p == 0x7f)
+            return "control character in the status line";
+    return p < end ? NULL : "malformed status line";
+}
+
 const char *lb_validate_response(const struct lb_http_head *h, const char *base)
 {
     const char *err;
-    if ((err = check_lines(base, h->size)) || (err = check_fields(h, base)) ||
-        (err = check_content_length(h, base)))
+    if ((err = check_lines(base, h->size)) || (err = check_status_line(h, base)) ||
+        (err = check_fields(h, base)) || (err = check_content_length(h, base)))
         return err;
     if (transfer_coding_status(h, base) != 0)
         return "unsupported Transfer-Encoding in the response";

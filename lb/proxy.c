@@ -154,15 +154,15 @@ void lb_proxy_unqueue(struct lb_conn *c)
         ev_timer_stop(w->loop, &w->queue_poll);
 }
 
-/* Connects c to `server`, from the pool if it can. */
-static enum lb_step connect_to(struct lb_conn *c, struct lb_server *server)
+/* Connects c to `server`, from the pool if `pooled` and it can. */
+static enum lb_step connect_to(struct lb_conn *c, struct lb_server *server, bool pooled)
 {
     struct lb_worker *w = c->w;
     c->server = server;
     c->log_server = server->id;
     atomic_fetch_add(&server->active, 1);
     c->t_connect_start = now_of(c);
-    c->up = lb_pool_take(&w->pool, c->backend, server);
+    c->up = pooled ? lb_pool_take(&w->pool, c->backend, server) : NULL;
     if (c->up) {
         c->up_connecting = false;
         c->t_connected = c->upstream_activity = c->t_connect_start;
@@ -195,12 +195,12 @@ static enum lb_step connect_next(struct lb_conn *c)
 {
     struct lb_server *server = c->retry_server;
     c->retry_server = NULL;
-    if (server)
-        return connect_to(c, server);
+    if (server) /* the replay after a stale pooled connection: a fresh one */
+        return connect_to(c, server, false);
     bool full;
     server = pick_server(c, &full);
     if (server)
-        return connect_to(c, server);
+        return connect_to(c, server, true);
     if (full && c->state != CONN_QUEUED) {
         if (atomic_load(&c->backend->queued) >= c->backend->queue) {
             lb_log_info("backend %s: every server at max_conns and the queue full",
@@ -226,7 +226,7 @@ enum lb_step lb_proxy_queue_step(struct lb_conn *c)
         return STEP_IDLE;
     lb_proxy_unqueue(c);
     if (server)
-        return connect_to(c, server);
+        return connect_to(c, server, true);
     lb_conn_reply_error(c, 503);
     return STEP_PROGRESS;
 }
@@ -398,6 +398,12 @@ enum lb_step lb_proxy_upstream_failed(struct lb_conn *c, enum lb_upstream_failur
                 (why == FAIL_CONNECT ||
                  (why == FAIL_RESET && (c->uout_sent == 0 || idempotent(c->x->req.head.method))));
     lb_proxy_release(c, false);
+    if (safe) { /* the next attempt starts from scratch */
+        c->upstream_eof = c->upstream_shut = false;
+        lb_buf_consume(&c->uin, lb_buf_len(&c->uin));
+        lb_http_parser_init(&c->x->resp, LB_HTTP_RESPONSE, &c->w->resp_limits);
+        c->x->resp.skip_body = c->x->req.head.method == HTTP_HEAD;
+    }
     if (safe && stale && idempotent(c->x->req.head.method)) {
         c->uout_sent = 0;
         c->retry_server = server;

@@ -55,7 +55,7 @@ static const struct request_case request_cases[] = {
      false,
      "GET /p?q HTTP/1.1\r\nHost: Example.com:81\r\nX-Forwarded-For: 10.0.0.9\r\n"
      "X-Forwarded-Proto: http\r\nX-Forwarded-Host: Example.com:81\r\nVia: 1.1 lb\r\n\r\n"},
-    {"absolute form without path", "GET http://a.b HTTP/1.1\r\n\r\n", false,
+    {"absolute form without path", "GET http://a.b HTTP/1.0\r\n\r\n", false,
      "GET / HTTP/1.1\r\nHost: a.b\r\nX-Forwarded-For: 10.0.0.9\r\n"
      "X-Forwarded-Proto: http\r\nX-Forwarded-Host: a.b\r\nVia: 1.1 lb\r\n\r\n"},
     {"xff appended and merged", "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.2.3.4\r\n"
