@@ -416,6 +416,7 @@ enum lb_step lb_conn_read_client(struct lb_conn *c)
     bool was_empty = lb_conn_idle(c);
     switch (lb_io_read(c->fd, &c->cin)) {
     case LB_IO_OK:
+        c->client_rd = lb_buf_room(&c->cin) == 0; /* full: probably more */
         c->client_activity = now_of(c);
         if (!c->x && take_exchange(c) < 0) {
             lb_conn_destroy(c);

@@ -83,6 +83,27 @@ fail:
     return -1;
 }
 
+int lb_listener_check_free(const struct lb_listen *where)
+{
+    const struct lb_address *a = &where->address;
+    int one = 1, rc = -1;
+    int fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto out;
+    /* SO_REUSEADDR but not SO_REUSEPORT: old connections in TIME_WAIT do not
+     * count, a listening socket does. */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (a->sa.ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    rc = bind(fd, (const struct sockaddr *)&a->sa, a->len);
+out:
+    if (rc < 0)
+        lb_log_error("listen on %s: %s", a->text, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    return rc < 0 ? -1 : 0;
+}
+
 void lb_listener_resume(struct lb_listener *l)
 {
     if (l->fd >= 0)

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "health.h"
+#include "listener.h"
 #include "log.h"
 #include "worker.h"
 
@@ -92,6 +93,9 @@ static int run(struct lb_config *cfg)
         return 1;
     }
     unsigned started = 0;
+    for (size_t i = 0; i < cfg->n_listens; i++)
+        if (lb_listener_check_free(&cfg->listens[i]) < 0)
+            goto stop;
     for (unsigned i = 0; i < cfg->workers; i++) {
         if (lb_worker_init(&workers[i], i, cfg, &shared) < 0)
             goto stop;

@@ -479,22 +479,10 @@ static enum lb_step move_request_body(struct lb_conn *c)
         lb_conn_destroy(c);
         return STEP_GONE;
     }
-    if (c->client_rd && lb_buf_len(&c->cin) < c->cin.cap) {
-        bool eof_before = c->client_eof;
-        c->client_rd = false;
-        switch (lb_io_read(c->fd, &c->cin)) {
-        case LB_IO_OK:
-            c->client_activity = now_of(c);
-            return STEP_PROGRESS;
-        case LB_IO_EOF:
-            c->client_eof = true;
-            return eof_before ? s : STEP_PROGRESS;
-        case LB_IO_ERROR:
-            lb_conn_destroy(c);
-            return STEP_GONE;
-        default:
-            break;
-        }
+    if (lb_buf_len(&c->cin) < c->cin.cap) {
+        enum lb_step r = lb_conn_read_client(c);
+        if (r != STEP_IDLE)
+            return r;
     }
     return s;
 }
@@ -529,6 +517,9 @@ static enum lb_step read_upstream(struct lb_conn *c)
     c->up_rd = false;
     switch (lb_io_read(c->up->fd, &c->uin)) {
     case LB_IO_OK:
+        /* A read that filled the buffer probably left more: read again as
+         * soon as there is room, without waiting for epoll to say so. */
+        c->up_rd = lb_buf_room(&c->uin) == 0;
         c->upstream_activity = now_of(c);
         if (!c->resp_started) {
             c->resp_started = true;
