@@ -3,7 +3,7 @@
  *
  * Token format (version 1)
  * ------------------------
- *   token = base64url( HMAC-SHA256(secret, "lb-affinity-v1:" || server_id) )[0:22]
+ *   token = base64url( first 16 bytes of HMAC-SHA256(secret, "lb-affinity-v1:" || server_id) )
  *
  * i.e. the first 128 bits of the MAC, base64url-encoded (RFC 4648 section 5,
  * alphabet A-Z a-z 0-9 - _) without padding: always LB_AFFINITY_TOKEN_LEN = 22

@@ -40,6 +40,20 @@ static bool idempotent(uint8_t method)
     }
 }
 
+/* The request no longer counts against its server (leastconn, max_conns,
+ * bounded load): as soon as its response is complete, before it is flushed
+ * and logged, so the client's next request sees a true count. */
+static void release_server(struct lb_conn *c)
+{
+    if (!c->server)
+        return;
+    bool was_full = server_full(c->server);
+    atomic_fetch_sub(&c->server->active, 1);
+    c->server = NULL;
+    if (was_full)
+        wake_queue(c->w);
+}
+
 void lb_proxy_release(struct lb_conn *c, bool reusable)
 {
     if (c->up) {
@@ -51,13 +65,7 @@ void lb_proxy_release(struct lb_conn *c, bool reusable)
         }
         c->up = NULL;
     }
-    if (c->server) {
-        bool was_full = server_full(c->server);
-        atomic_fetch_sub(&c->server->active, 1);
-        c->server = NULL;
-        if (was_full)
-            wake_queue(c->w);
-    }
+    release_server(c);
 }
 
 static void remember_request(struct lb_conn *c)
@@ -93,12 +101,13 @@ static struct lb_server *pick_server(struct lb_conn *c, bool *full)
      * has a free slot; else balanced normally (and a new cookie is set). */
     server = c->sticky;
     if (server && lb_health_usable(server, c->tried.now_ms) && !lb_pick_tried(&c->tried, server)) {
-        if (!server_full(server)) {
-            if (c->tried.n_tried < LB_MAX_TRIED)
-                c->tried.tried[c->tried.n_tried++] = server;
-            return server;
+        if (server_full(server)) { /* wait for it: a burst must not move a session */
+            *full = true;
+            return NULL;
         }
-        *full = true;
+        if (c->tried.n_tried < LB_MAX_TRIED)
+            c->tried.tried[c->tried.n_tried++] = server;
+        return server;
     }
     /* Full servers join `tried` for the length of this pick only. */
     while ((server = c->backend->balance->pick(state, &c->tried)) && server_full(server)) {
@@ -597,6 +606,7 @@ static enum lb_step move_response(struct lb_conn *c)
         return on_response_head(c);
     case LB_HTTP_DONE:
         c->resp_done = true;
+        release_server(c);
         return STEP_PROGRESS;
     case LB_HTTP_ERROR:
         return lb_proxy_upstream_failed(c, FAIL_BAD_RESPONSE, c->x->resp.error_text);
@@ -610,6 +620,7 @@ static enum lb_step move_response(struct lb_conn *c)
     switch (lb_http_finish(&c->x->resp, &c->cout)) {
     case LB_HTTP_DONE:
         c->resp_done = true;
+        release_server(c);
         c->keep_alive = c->keep_alive && c->x->resp.out_framing != LB_FRAMING_CLOSE;
         return STEP_PROGRESS;
     case LB_HTTP_AGAIN:
