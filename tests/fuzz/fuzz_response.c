@@ -57,7 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         enum lb_body_framing framing = lb_response_framing(&p.head, &req.head);
         lb_buf_consume(&head, lb_buf_len(&head));
-        if (lb_rewrite_response(&p.head, in.data, &req.head, framing, true, NULL, &head) == NULL)
+        if (lb_rewrite_response(&p.head, in.data, &req.head, framing, true, NULL, &head) == NULL &&
+            p.head.n_headers <= LB_HTTP_MAX_HEADERS - 8) /* lb adds up to 8 */
             reparse(lb_buf_start(&head), lb_buf_len(&head), p.head.status);
         bool interim = p.head.status / 100 == 1 && p.head.status != 101;
         p.out_framing = interim ? LB_FRAMING_NONE : framing;
