@@ -32,14 +32,12 @@ n_backends=5
 sessions=1000
 settle=3
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
-need_arg() { [ $# -ge 2 ] || lb_die "$1 needs a value (try --help)"; }
 while [ $# -gt 0 ]; do
   case $1 in
-    --backends) need_arg "$@"; n_backends=$2; shift 2 ;;
-    --sessions) need_arg "$@"; sessions=$2; shift 2 ;;
-    --settle) need_arg "$@"; settle=$2; shift 2 ;;
-    -h | --help) usage; exit 0 ;;
+    --backends) lb_need_arg "$@"; n_backends=$2; shift 2 ;;
+    --sessions) lb_need_arg "$@"; sessions=$2; shift 2 ;;
+    --settle) lb_need_arg "$@"; settle=$2; shift 2 ;;
+    -h | --help) lb_usage; exit 0 ;;
     *) lb_die "unknown argument '$1' (try --help)" ;;
   esac
 done
@@ -61,15 +59,8 @@ cmake --build "$build" -j2 >/dev/null 2>&1 || cmake --build "$build" -j1
 LB_BIN=$build/lb
 BACKEND_BIN=$build/backends/lb-backend
 
-find_bin() {
-  local b
-  for b in "$(command -v "$1" 2>/dev/null || true)" "/usr/sbin/$1" "/usr/local/sbin/$1"; do
-    [ -n "$b" ] && [ -x "$b" ] && { echo "$b"; return 0; }
-  done
-  lb_die "$1 not found (LB_SETUP_BENCH=1 scripts/setup.sh installs it)"
-}
-NGINX=$(find_bin nginx)
-HAPROXY=$(find_bin haproxy)
+NGINX=$(lb_find_bin nginx)
+HAPROXY=$(lb_find_bin haproxy)
 
 lb_tmpdir
 T=$LB_TMP

@@ -54,23 +54,21 @@ large_bytes=1073741824
 proxy_cpu=${LB_BENCH_PROXY_CPU:-0}
 load_cpu=${LB_BENCH_LOAD_CPU:-1}
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
-need_arg() { [ $# -ge 2 ] || lb_die "$1 needs a value (try --help)"; }
 while [ $# -gt 0 ]; do
   case $1 in
-    --duration) need_arg "$@"; duration=$2; shift 2 ;;
-    --rounds) need_arg "$@"; rounds=$2; shift 2 ;;
-    --conns) need_arg "$@"; conns_list=$2; shift 2 ;;
-    --backends) need_arg "$@"; n_backends=$2; shift 2 ;;
+    --duration) lb_need_arg "$@"; duration=$2; shift 2 ;;
+    --rounds) lb_need_arg "$@"; rounds=$2; shift 2 ;;
+    --conns) lb_need_arg "$@"; conns_list=$2; shift 2 ;;
+    --backends) lb_need_arg "$@"; n_backends=$2; shift 2 ;;
     --quick) rounds=1; duration=2; shift ;;
     --callgrind | --idle | --large | --spread)
       [ "$mode" = default ] || lb_die "$1: one mode at a time (already --$mode)"
       mode=${1#--}
       shift
       ;;
-    --requests) need_arg "$@"; cg_requests=$2; shift 2 ;;
-    --idle-conns) need_arg "$@"; idle_conns=$2; shift 2 ;;
-    -h | --help) usage; exit 0 ;;
+    --requests) lb_need_arg "$@"; cg_requests=$2; shift 2 ;;
+    --idle-conns) lb_need_arg "$@"; idle_conns=$2; shift 2 ;;
+    -h | --help) lb_usage; exit 0 ;;
     *) lb_die "unknown argument '$1' (try --help)" ;;
   esac
 done
@@ -116,17 +114,10 @@ lb_build_release
 LB_BIN=$LB_ROOT/build-rel/lb
 BACKEND_BIN=$LB_ROOT/build-rel/backends/lb-backend
 
-find_bin() {
-  local b
-  for b in "$(command -v "$1" 2>/dev/null || true)" "/usr/sbin/$1" "/usr/local/sbin/$1"; do
-    [ -n "$b" ] && [ -x "$b" ] && { echo "$b"; return 0; }
-  done
-  lb_die "$1 not found (LB_SETUP_BENCH=1 scripts/setup.sh installs it)"
-}
-NGINX=$(find_bin nginx)
-HAPROXY=$(find_bin haproxy)
-WRK=$(find_bin wrk)
-CURL=$(find_bin curl)
+NGINX=$(lb_find_bin nginx)
+HAPROXY=$(lb_find_bin haproxy)
+WRK=$(lb_find_bin wrk)
+CURL=$(lb_find_bin curl)
 if [ "$mode" = callgrind ]; then
   if ! VALGRIND=$(command -v valgrind) || ! CG_ANNOTATE=$(command -v callgrind_annotate); then
     lb_die "--callgrind needs valgrind (apt-get install valgrind)"

@@ -39,20 +39,18 @@ proxies="lb nginx haproxy"
 build_dir=$LB_ROOT/build-rel
 build=1
 
-usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
-need_arg() { [ $# -ge 2 ] || lb_die "$1 needs a value (try --help)"; }
 while [ $# -gt 0 ]; do
   case $1 in
-    --duration) need_arg "$@"; duration=$2; shift 2 ;;
-    --seed) need_arg "$@"; seed=$2; shift 2 ;;
-    --period) need_arg "$@"; period=$2; shift 2 ;;
-    --conns) need_arg "$@"; conns=$2; shift 2 ;;
-    --post-rate) need_arg "$@"; post_rate=$2; shift 2 ;;
-    --path) need_arg "$@"; path=$2; shift 2 ;;
-    --proxies) need_arg "$@"; proxies=$2; shift 2 ;;
-    --build-dir) need_arg "$@"; build_dir=$(cd "$2" && pwd); shift 2 ;;
+    --duration) lb_need_arg "$@"; duration=$2; shift 2 ;;
+    --seed) lb_need_arg "$@"; seed=$2; shift 2 ;;
+    --period) lb_need_arg "$@"; period=$2; shift 2 ;;
+    --conns) lb_need_arg "$@"; conns=$2; shift 2 ;;
+    --post-rate) lb_need_arg "$@"; post_rate=$2; shift 2 ;;
+    --path) lb_need_arg "$@"; path=$2; shift 2 ;;
+    --proxies) lb_need_arg "$@"; proxies=$2; shift 2 ;;
+    --build-dir) lb_need_arg "$@"; build_dir=$(cd "$2" && pwd); shift 2 ;;
     --no-build) build=0; shift ;;
-    -h | --help) usage; exit 0 ;;
+    -h | --help) lb_usage; exit 0 ;;
     *) lb_die "unknown argument '$1' (try --help)" ;;
   esac
 done
@@ -88,16 +86,9 @@ BACKEND_BIN=$build_dir/backends/lb-backend
 for b in "$LB_BIN" "$BACKEND_BIN"; do [ -x "$b" ] || lb_die "$b: not built"; done
 "$BACKEND_BIN" --help | grep -q -- --post-log || lb_die "$BACKEND_BIN has no --post-log: rebuild it"
 
-find_bin() {
-  local b
-  for b in "$(command -v "$1" 2>/dev/null || true)" "/usr/sbin/$1" "/usr/local/sbin/$1"; do
-    [ -n "$b" ] && [ -x "$b" ] && { echo "$b"; return 0; }
-  done
-  lb_die "$1 not found (LB_SETUP_BENCH=1 scripts/setup.sh installs it)"
-}
-WRK=$(find_bin wrk)
-[ $need_nginx = 1 ] && NGINX=$(find_bin nginx)
-[ $need_haproxy = 1 ] && HAPROXY=$(find_bin haproxy)
+WRK=$(lb_find_bin wrk)
+[ $need_nginx = 1 ] && NGINX=$(lb_find_bin nginx)
+[ $need_haproxy = 1 ] && HAPROXY=$(lb_find_bin haproxy)
 
 lb_tmpdir
 T=$LB_TMP

@@ -140,3 +140,18 @@ lb_build_release() {
   cmake --build "$LB_ROOT/build-rel" -j2 >/dev/null 2>&1 ||
     cmake --build "$LB_ROOT/build-rel" -j1 # again, to show the errors unmixed
 }
+
+# lb_find_bin NAME: the path of a program (PATH, /usr/sbin, /usr/local/sbin), or die.
+lb_find_bin() {
+  local b
+  for b in "$(command -v "$1" 2>/dev/null || true)" "/usr/sbin/$1" "/usr/local/sbin/$1"; do
+    [ -n "$b" ] && [ -x "$b" ] && { echo "$b"; return 0; }
+  done
+  lb_die "$1 not found (LB_SETUP_BENCH=1 scripts/setup.sh installs it)"
+}
+
+# lb_usage: prints the calling script's header comment (line 2 to `set -euo`).
+lb_usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
+
+# lb_need_arg OPTION [VALUE...]: dies unless the option has a value.
+lb_need_arg() { [ $# -ge 2 ] || lb_die "$1 needs a value (try --help)"; }
