@@ -5,7 +5,7 @@
 # stdout (progress goes to stderr). See docs/BENCHMARK.md.
 #
 #   scripts/bench.sh [--duration S] [--rounds N] [--conns "1 50 1000"]
-#                    [--backends N] [--quick]
+#                    [--backends N] [--quick] [--paced]
 #   scripts/bench.sh --callgrind [--requests N]
 #   scripts/bench.sh --idle [--idle-conns N]
 #   scripts/bench.sh --large [--rounds N]
@@ -16,6 +16,8 @@
 #   --conns LIST   wrk connection counts (default "1 50 1000")
 #   --backends N   lb-backend processes behind the proxies (default 2)
 #   --quick        1 round of 2s: a smoke check of the script, not a result
+#   --paced        equal offered load: 200 connections (unless --conns), each
+#                  waiting 10 ms between requests; compare CPU per request
 #
 # Other modes (each prints its own table; see docs/PERFORMANCE.md):
 #   --callgrind    instructions per proxied request: each proxy (1 worker, no
@@ -42,9 +44,11 @@ cd "$LB_ROOT"
 
 duration=5
 rounds=3
-conns_list="1 50 1000"
+default_conns="1 50 1000"
+conns_list=$default_conns
 n_backends=2
 mode=default
+paced_ms=0        # --paced: each connection waits this long between requests
 cg_requests=20000 # --callgrind: N
 cg_conns=10       # --callgrind: keep-alive connections of the client
 idle_conns=10000  # --idle
@@ -61,6 +65,7 @@ while [ $# -gt 0 ]; do
     --conns) lb_need_arg "$@"; conns_list=$2; shift 2 ;;
     --backends) lb_need_arg "$@"; n_backends=$2; shift 2 ;;
     --quick) rounds=1; duration=2; shift ;;
+    --paced) paced_ms=10; shift ;;
     --callgrind | --idle | --large | --spread)
       [ "$mode" = default ] || lb_die "$1: one mode at a time (already --$mode)"
       mode=${1#--}
@@ -81,6 +86,17 @@ count "$rounds" 50 --rounds
 count "$n_backends" 16 --backends
 count "$cg_requests" 500000 --requests
 count "$idle_conns" 100000 --idle-conns
+# --paced: equal offered load for every target (200 connections, each
+# waiting 10 ms between requests, about 20,000 req/s offered), where CPU per
+# request is the fair figure; wrk paces with a Lua delay().
+wrk_script=()
+if [ "$paced_ms" -gt 0 ]; then
+  [ "$conns_list" = "$default_conns" ] && conns_list=200
+  lb_tmpdir # removed on exit
+  paced_lua=$LB_TMP/paced.lua
+  printf 'function delay()\n  return %d\nend\n' "$paced_ms" >"$paced_lua"
+  wrk_script=(-s "$paced_lua")
+fi
 read -ra conns_arr <<<"$conns_list"
 [ ${#conns_arr[@]} -gt 0 ] || lb_die "--conns: empty"
 max_conns=0
@@ -803,7 +819,8 @@ run() {
   c0=$(busy)
   t0=$EPOCHREALTIME
   { time timeout --foreground -k 5 $((duration + 30)) taskset -c "$load_cpu" \
-    "$WRK" -t1 -c"$conns" -d"${duration}s" --latency "http://127.0.0.1:${port_of[$target]}/" \
+    "$WRK" -t1 -c"$conns" -d"${duration}s" --latency "${wrk_script[@]}" \
+    "http://127.0.0.1:${port_of[$target]}/" \
     >"$out.out" 2>"$out.err"; } 2>"$out.time" || rc=$?
   t1=$EPOCHREALTIME
   c1=$(busy)
