@@ -52,7 +52,9 @@ static void update_deadline(struct lb_conn *c)
     const struct lb_timeouts *t = &c->w->cfg->timeouts;
     switch (c->state) {
     case CONN_READ_HEAD:
-        if (lb_conn_idle(c) && c->t_start == 0)
+        if (lb_buf_len(&c->cout) > 0 && lb_conn_idle(c))
+            set_deadline(c, DL_SEND, c->client_activity + t->client_idle);
+        else if (lb_conn_idle(c) && c->t_start == 0)
             set_deadline(c, DL_IDLE, c->client_activity + t->client_idle);
         else
             set_deadline(c, DL_HEADER, c->t_start + t->client_header);
@@ -66,7 +68,7 @@ static void update_deadline(struct lb_conn *c)
     case CONN_PROXY:
         if (lb_buf_len(&c->cout) > 0) /* the client is slow to read */
             set_deadline(c, DL_SEND, c->client_activity + t->client_idle);
-        else if (!c->req_done && lb_buf_len(&c->uout) < c->uout.cap / 2)
+        else if (!c->req_done && lb_buf_len(&c->uout) - c->uout_sent < c->uout.cap / 2)
             /* waiting for request body bytes, with room for them: the
              * client's stall, not the server's */
             set_deadline(c, DL_BODY, c->client_activity + t->client_header);
@@ -146,9 +148,9 @@ static int client_events(const struct lb_conn *c)
         may_read = may_read && has_space(&c->cin);
         break;
     case CONN_QUEUED:
+    case CONN_CONNECT: /* nothing reads the client until the server answers the connect */
         may_read = false;
         break;
-    case CONN_CONNECT:
     case CONN_PROXY:
         /* Also after the request: pipelined bytes wait in cin, and a watcher
          * that stays on costs no epoll_ctl per request. */
@@ -269,6 +271,7 @@ void lb_conn_accept(struct lb_worker *w, int fd, const struct sockaddr *peer, so
     struct lb_conn *c = calloc(1, sizeof(*c));
     if (!c) {
         close(fd);
+        atomic_fetch_sub(&w->shared->connections, 1);
         return;
     }
     c->magic = LB_CONN_MAGIC;
@@ -439,6 +442,10 @@ enum lb_step lb_conn_read_client(struct lb_conn *c)
 /* CONN_READ_HEAD: parse what is buffered, else read more. */
 static enum lb_step step_read_head(struct lb_conn *c)
 {
+    /* The previous response may still be leaving (a slow reader). */
+    enum lb_step flushed = lb_conn_flush(c);
+    if (flushed == STEP_GONE)
+        return flushed;
     if (lb_buf_len(&c->cin) > 0) {
         switch (lb_http_parse(&c->x->req, &c->cin, NULL)) {
         case LB_HTTP_HEAD:
@@ -461,7 +468,8 @@ static enum lb_step step_read_head(struct lb_conn *c)
         lb_conn_destroy(c);
         return STEP_GONE;
     }
-    return lb_conn_read_client(c);
+    enum lb_step s = lb_conn_read_client(c);
+    return s == STEP_IDLE ? flushed : s;
 }
 
 /* CONN_CLOSING: flush, shut the write side, then read until the client closes

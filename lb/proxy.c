@@ -386,8 +386,16 @@ static const enum lb_outcome outcome_of[] = {
 enum lb_step lb_proxy_upstream_failed(struct lb_conn *c, enum lb_upstream_failure why,
                                       const char *detail)
 {
-    if (!c->server) /* already released */
-        return STEP_IDLE;
+    if (!c->server) {
+        /* The response was complete (the server was released with it): the
+         * rest of the request has nowhere to go, and the connection closes
+         * once the client has its response. */
+        lb_proxy_release(c, false);
+        lb_buf_consume(&c->uout, lb_buf_len(&c->uout));
+        c->uout_sent = 0;
+        c->keep_alive = false;
+        return STEP_PROGRESS;
+    }
     struct lb_server *server = c->server;
     struct lb_backend *backend = c->backend;
     bool reused = c->up && c->up->reused;
@@ -499,6 +507,11 @@ static enum lb_step move_request_body(struct lb_conn *c)
 /* uout → server. */
 static enum lb_step send_upstream(struct lb_conn *c)
 {
+    if (!c->up) { /* given up after an early response: drop what the client sends */
+        lb_buf_consume(&c->uout, lb_buf_len(&c->uout));
+        c->uout_sent = 0;
+        return STEP_IDLE;
+    }
     size_t pending = lb_buf_len(&c->uout) - c->uout_sent;
     if (pending == 0)
         return STEP_IDLE;
@@ -514,6 +527,8 @@ static enum lb_step send_upstream(struct lb_conn *c)
     case LB_IO_AGAIN:
         return STEP_IDLE;
     default:
+        if (c->replayable)
+            c->uout_sent += n; /* bytes that went before the error count as sent */
         return lb_proxy_upstream_failed(c, FAIL_RESET, strerror(errno));
     }
 }

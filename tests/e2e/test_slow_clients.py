@@ -179,6 +179,56 @@ def test_slow_reader_bounded_memory():
     check_eq(c.read_response().status, 200, "the connection carries on")
 
 
+def test_slow_reader_keepalive_gets_the_whole_response():
+    # The response is complete at lb before a slow client (a 4 KiB receive
+    # window) has read it; the connection then waits for a next request while
+    # the tail of the response still has to leave.
+    b = T.start_backends(1)[0]
+    lb = T.start_lb([b], workers=1)
+    n = 3000000
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    s.connect(("127.0.0.1", lb.port))
+    try:
+        s.sendall(b"GET /bytes?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % n)
+        time.sleep(1.0)  # lb has the response; the client has read nothing
+        s.settimeout(5)
+        got = b""
+        while True:
+            try:
+                d = s.recv(65536)
+            except socket.timeout:
+                break
+            if not d:
+                break
+            got += d
+            head, sep, body = got.partition(b"\r\n\r\n")
+            if sep and len(body) >= n:
+                break
+        head, sep, body = got.partition(b"\r\n\r\n")
+        check(head.startswith(b"HTTP/1.1 200"), "status line %r" % head[:40])
+        check_eq(len(body), n, "body bytes of a response lb had finished before the client read it")
+        s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        check(b"200 OK" in s.recv(4096), "the connection carries on")
+    finally:
+        s.close()
+
+
+def test_body_stall_after_20k_is_408_not_504():
+    # While the request is still replayable lb keeps the bytes it sent; a
+    # stall of the client must still be the client's (408), never the
+    # server's (504 and a health failure against it).
+    b = T.start_backends(1)[0]
+    lb = T.start_lb([b], workers=1, timeouts={"client_header": "1s", "server": "3s"})
+    c = T.Conn(lb.port, timeout=10)
+    c.send(b"POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + b"x" * 20000)
+    t0 = time.monotonic()
+    r = c.read_response()
+    took = time.monotonic() - t0
+    check_eq(r.status, 408, "a stalled body")
+    check(took < 2.5, "answered after %.2fs (client_header 1s, server 3s)" % took)
+
+
 def test_slow_reader_send_timeout():
     # A client that takes nothing is closed after client_idle, and so is the
     # server connection behind it.
@@ -392,7 +442,8 @@ def test_slowhttptest_slowloris():
 
 
 if __name__ == "__main__":
-    T.run([test_header_deadline_not_reset_by_trickling, test_body_stall_408_backend_never_completes,
+    T.run([test_slow_reader_keepalive_gets_the_whole_response, test_body_stall_after_20k_is_408_not_504,
+           test_header_deadline_not_reset_by_trickling, test_body_stall_408_backend_never_completes,
            test_slow_reader_bounded_memory, test_slow_reader_send_timeout,
            test_fd_exhaustion_no_spin_and_recovery, test_fd_exhaustion_connect_503_not_blamed,
            test_slowhttptest_slowloris])
