@@ -576,19 +576,7 @@ def nofile_limits(pid):
 def established_from(port):
     """ESTABLISHED TCP connections whose local port is `port` (a listener's
     accepted connections, including ones still in its accept queue)."""
-    n = 0
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    local, state = fields[1], fields[3]
-                    if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
-                        n += 1
-        except FileNotFoundError:
-            continue
-    return n
+    return sum(1 for f in T.tcp_sockets() if f[3] == "01" and T.tcp_port(f[1]) == port)
 
 
 def accepted_by(listen_port, client_sock):
@@ -596,36 +584,17 @@ def accepted_by(listen_port, client_sock):
     whose client side is client_sock: in /proc/net/tcp a connection still
     in the accept queue has no inode yet."""
     cport = client_sock.getsockname()[1]
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    if int(fields[1].rsplit(":", 1)[1], 16) == listen_port and \
-                            int(fields[2].rsplit(":", 1)[1], 16) == cport:
-                        return fields[9] != "0"
-        except FileNotFoundError:
-            continue
+    for f in T.tcp_sockets():
+        if T.tcp_port(f[1]) == listen_port and T.tcp_port(f[2]) == cport:
+            return f[9] != "0"
     return False
 
 
 def recv_queues_to(port):
     """rx_queue (bytes received, not yet read by the process) of every
     ESTABLISHED TCP socket whose remote port is `port`."""
-    out = []
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(path) as f:
-                next(f)
-                for line in f:
-                    fields = line.split()
-                    remote, state = fields[2], fields[3]
-                    if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
-                        out.append(int(fields[4].split(":")[1], 16))
-        except FileNotFoundError:
-            continue
-    return out
+    return [int(f[4].split(":")[1], 16) for f in T.tcp_sockets()
+            if f[3] == "01" and T.tcp_port(f[2]) == port]
 
 
 class Failures:

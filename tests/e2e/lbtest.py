@@ -109,24 +109,30 @@ def port_accepts(port, timeout=0.5):
         return False
 
 
-def established_to(port):
-    """How many ESTABLISHED TCP connections have remote port `port`: for a
-    backend's port, lb's pooled connections to it (the backend's own side
-    has it as the local port and is not counted). Read from /proc/net/tcp,
-    like `ss -Htn state established dport = :PORT`, without needing ss."""
-    n = 0
+def tcp_sockets():
+    """Every TCP socket of this machine, as the split fields of a line of
+    /proc/net/tcp and /proc/net/tcp6 (local, remote, state, queues, ...,
+    inode at [9]); what `ss` shows, without needing ss."""
     for path in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(path) as f:
                 next(f)
                 for line in f:
-                    fields = line.split()
-                    remote, state = fields[2], fields[3]
-                    if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
-                        n += 1
+                    yield line.split()
         except FileNotFoundError:
             continue
-    return n
+
+
+def tcp_port(address):
+    """The port of a /proc/net/tcp address field ("0100007F:1F90")."""
+    return int(address.rsplit(":", 1)[1], 16)
+
+
+def established_to(port):
+    """How many ESTABLISHED TCP connections have remote port `port`: for a
+    backend's port, lb's pooled connections to it (the backend's own side
+    has it as the local port and is not counted)."""
+    return sum(1 for f in tcp_sockets() if f[3] == "01" and tcp_port(f[2]) == port)
 
 
 def tmpdir(name):
