@@ -181,9 +181,3 @@ void lb_upstream_close(struct lb_upstream *up)
     close(up->fd);
     free(up);
 }
-
-size_t lb_pool_idle_count(const struct lb_pool *pool, const struct lb_backend *backend,
-                          const struct lb_server *server)
-{
-    return slot_of(pool, backend, server)->count;
-}

@@ -59,8 +59,4 @@ int lb_upstream_connect_result(const struct lb_upstream *up);
 /* Stops the watcher, closes the fd, frees. NULL is ignored. */
 void lb_upstream_close(struct lb_upstream *up);
 
-/* Number of idle connections held for `server` (for tests and stats). */
-size_t lb_pool_idle_count(const struct lb_pool *pool, const struct lb_backend *backend,
-                          const struct lb_server *server);
-
 #endif
