@@ -66,12 +66,14 @@ static void update_deadline(struct lb_conn *c)
         set_deadline(c, DL_CONNECT, c->t_connect_start + t->connect);
         break;
     case CONN_PROXY:
-        if (lb_buf_len(&c->cout) > 0) /* the client is slow to read */
+        if (lb_conn_output_pending(c)) /* the client is slow to read */
             set_deadline(c, DL_SEND, c->client_activity + t->client_idle);
         else if (!c->req_done && lb_buf_len(&c->uout) - c->uout_sent < c->uout.cap / 2)
             /* waiting for request body bytes, with room for them: the
              * client's stall, not the server's */
             set_deadline(c, DL_BODY, c->client_activity + t->client_header);
+        else if (!c->resp_done && c->up_lowat > 1)
+            set_deadline(c, DL_LOWAT, c->upstream_activity + LB_SPLICE_STALL);
         else if (!c->resp_done)
             set_deadline(c, DL_SERVER, c->upstream_activity + t->server);
         else
@@ -122,6 +124,9 @@ static void on_timer(struct ev_loop *loop, ev_timer *t, int revents)
         if (lb_proxy_upstream_failed(c, FAIL_TIMEOUT, "response timed out") == STEP_GONE)
             return;
         break;
+    case DL_LOWAT:
+        lb_proxy_splice_stalled(c);
+        break;
     case DL_IDLE:
     case DL_SEND:
     case DL_TUNNEL:
@@ -165,7 +170,7 @@ static int client_events(const struct lb_conn *c)
     }
     if (may_read)
         ev |= EV_READ;
-    if (lb_buf_len(&c->cout) > 0 || (c->state == CONN_TUNNEL && lb_buf_len(&c->uin) > 0))
+    if (lb_conn_output_pending(c) || (c->state == CONN_TUNNEL && lb_buf_len(&c->uin) > 0))
         ev |= EV_WRITE;
     return ev;
 }
@@ -319,6 +324,7 @@ void lb_conn_destroy(struct lb_conn *c)
     lb_buf_give(&w->bufs, &c->uin);
     lb_buf_give(&w->bufs, &c->uout);
     give_exchange(c);
+    lb_pipe_give(&w->pipes, c->pipe);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -396,9 +402,16 @@ void lb_conn_reply_error(struct lb_conn *c, int status)
 
 enum lb_step lb_conn_flush(struct lb_conn *c)
 {
-    if (lb_buf_len(&c->cout) == 0)
+    enum lb_io r;
+    if (lb_buf_len(&c->cout) > 0) {
+        r = lb_io_flush(c->fd, &c->cout);
+    } else if (c->pipe && c->pipe->len > 0) { /* the pipe's bytes follow cout's */
+        size_t n;
+        r = lb_splice_out(c->pipe, c->fd, &n);
+    } else {
         return STEP_IDLE;
-    switch (lb_io_flush(c->fd, &c->cout)) {
+    }
+    switch (r) {
     case LB_IO_OK:
         c->client_activity = now_of(c);
         return STEP_PROGRESS;
@@ -478,7 +491,7 @@ static enum lb_step step_read_head(struct lb_conn *c)
 static enum lb_step step_closing(struct lb_conn *c)
 {
     enum lb_step s = lb_conn_flush(c);
-    if (s != STEP_IDLE || lb_buf_len(&c->cout) > 0)
+    if (s != STEP_IDLE || lb_conn_output_pending(c))
         return s;
     if (!c->lingering) {
         shutdown(c->fd, SHUT_WR);

@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "http1.h"
 #include "pool.h"
+#include "splice.h"
 
 #define LB_CONN_MAGIC 0x4c42636eu
 
@@ -38,6 +39,7 @@ enum lb_deadline {
     DL_TUNNEL,  /* any byte through the tunnel: close */
     DL_LINGER,  /* the client closing after lb's last response: close */
     DL_QUEUE,   /* a free server slot (timeouts.queue): 503 */
+    DL_LOWAT,   /* server bytes waiting below a raised SO_RCVLOWAT: take them */
 };
 
 /* Why an exchange with a server failed. */
@@ -85,6 +87,9 @@ struct lb_conn {
     struct lb_buf uin;  /* server → lb: the response */
     struct lb_buf uout; /* lb → server: the rewritten request */
     struct lb_exchange *x; /* NULL while idle */
+    struct lb_pipe *pipe;  /* while a response body is spliced: server → pipe → client */
+    uint64_t splice_left;  /* body bytes still to come from the server into the pipe */
+    int up_lowat;          /* the server socket's SO_RCVLOWAT (1 unless splicing) */
 
     /* The current exchange. */
     struct lb_backend *backend; /* runtime counters (budget, queue) are written */
@@ -123,6 +128,13 @@ struct lb_conn {
     ev_tstamp client_activity, upstream_activity;
 };
 
+/* Response bytes wait for the client to read them: in cout, or in the pipe
+ * (which follows cout). */
+static inline bool lb_conn_output_pending(const struct lb_conn *c)
+{
+    return lb_buf_len(&c->cout) > 0 || (c->pipe && c->pipe->len > 0);
+}
+
 /* conn.c */
 void lb_conn_destroy(struct lb_conn *c);
 /* Answers with a small error response and closes after it (or closes at once
@@ -139,7 +151,8 @@ void lb_conn_watch_upstream(struct lb_conn *c);
 /* Reads from the client into cin when epoll said it is readable. Returns
  * STEP_* (STEP_GONE on a read error). */
 enum lb_step lb_conn_read_client(struct lb_conn *c);
-/* Sends cout to the client. Returns STEP_* (STEP_GONE on a write error). */
+/* Sends cout to the client, then what the pipe holds. Returns STEP_*
+ * (STEP_GONE on a write error). */
 enum lb_step lb_conn_flush(struct lb_conn *c);
 
 /* proxy.c */
@@ -158,6 +171,9 @@ enum lb_step lb_proxy_tunnel_step(struct lb_conn *c);
 /* The server failed: retry elsewhere when that is safe, else answer 502/504. */
 enum lb_step lb_proxy_upstream_failed(struct lb_conn *c, enum lb_upstream_failure why,
                                       const char *detail);
+/* A spliced body's server sent less than the low-water mark for a while:
+ * take its bytes as they come. */
+void lb_proxy_splice_stalled(struct lb_conn *c);
 /* The server watcher events the exchange needs now. */
 int lb_proxy_upstream_events(const struct lb_conn *c);
 /* Ends the use of the server connection: pooled when `reusable`, else closed;

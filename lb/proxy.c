@@ -451,7 +451,9 @@ int lb_proxy_upstream_events(const struct lb_conn *c)
     }
     if (c->uout_sent < lb_buf_len(&c->uout))
         ev |= EV_WRITE;
-    if (!c->resp_done && !c->upstream_eof && lb_buf_len(&c->uin) < c->uin.cap)
+    bool room = c->pipe ? c->splice_left > 0 && c->pipe->len < c->pipe->cap
+                        : lb_buf_len(&c->uin) < c->uin.cap;
+    if (!c->resp_done && !c->upstream_eof && room)
         ev |= EV_READ;
     return ev;
 }
@@ -645,6 +647,94 @@ static enum lb_step move_response(struct lb_conn *c)
     }
 }
 
+/* Splices the rest of the response body when it is large and passes through
+ * as it is (Content-Length, not re-chunked), once the bytes buffered so far
+ * were moved to cout. Without a pipe to spare the body is copied as before. */
+static void maybe_start_splice(struct lb_conn *c)
+{
+    const struct lb_http_parser *p = &c->x->resp;
+    if (c->pipe || c->resp_done || !c->resp_head_sent || c->resp_head_blocked ||
+        c->state != CONN_PROXY || p->out_framing != LB_FRAMING_LENGTH ||
+        !p->head.has_content_length || p->head.chunked || lb_buf_len(&c->uin) > 0)
+        return;
+    uint64_t left = p->head.content_length - p->body_bytes;
+    if (left < LB_SPLICE_MIN_BODY)
+        return;
+    c->pipe = lb_pipe_take(&c->w->pipes);
+    if (c->pipe) {
+        c->splice_left = left;
+        c->up_lowat = 1;
+    }
+}
+
+/* The server socket's low-water mark after a splice that moved `moved`
+ * bytes. A server that is ahead of lb (a large piece waited) gets a whole
+ * pipe per wake-up; otherwise lb takes bytes as they come, so a slow stream
+ * is never held back. (A server that slows down while the mark is high is
+ * noticed by the DL_LOWAT deadline: lb_proxy_splice_stalled.) */
+static size_t splice_lowat(const struct lb_conn *c, size_t moved, bool filled)
+{
+    if (moved < LB_SPLICE_BATCH && !filled)
+        return 1;
+    return c->splice_left < c->pipe->cap ? (size_t)c->splice_left : c->pipe->cap;
+}
+
+void lb_proxy_splice_stalled(struct lb_conn *c)
+{
+    if (c->pipe && c->up) {
+        lb_splice_set_lowat(c->up->fd, 1, &c->up_lowat);
+        c->up_rd = true; /* whatever waits below the old mark */
+    }
+}
+
+/* server → pipe: the body of a spliced response (lb_conn_flush moves it on
+ * to the client). The parser is left behind (it is initialised again for the
+ * next response); the response is complete when splice_left bytes went
+ * through. */
+static enum lb_step splice_response(struct lb_conn *c)
+{
+    bool moved = false;
+    size_t n;
+    if (c->splice_left > 0 && c->up_rd) {
+        c->up_rd = false;
+        size_t room = c->pipe->cap - c->pipe->len;
+        switch (lb_splice_in(c->up->fd, c->pipe, c->splice_left, &n)) {
+        case LB_IO_OK:
+            c->splice_left -= n;
+            c->log_bytes += n;
+            c->upstream_activity = now_of(c);
+            /* It took all it could: probably more waits, as after a full read. */
+            c->up_rd = c->splice_left > 0 && c->pipe->len == c->pipe->cap;
+            moved = true;
+            break;
+        case LB_IO_AGAIN:
+            break;
+        case LB_IO_EOF:
+            return lb_proxy_upstream_failed(c, FAIL_RESET,
+                                            "connection closed before the end of the message");
+        default:
+            return lb_proxy_upstream_failed(c, FAIL_RESET, strerror(errno));
+        }
+        if (c->splice_left == 0)
+            release_server(c); /* all the server sends is here */
+        /* 1 again once the body is in: the connection goes back to the pool. */
+        lb_splice_set_lowat(c->up->fd, c->splice_left ? splice_lowat(c, n, n == room) : 1,
+                            &c->up_lowat);
+    }
+    return moved ? STEP_PROGRESS : STEP_IDLE;
+}
+
+/* The spliced body went through (lb_conn_flush empties the pipe). */
+static bool splice_finished(struct lb_conn *c)
+{
+    if (c->splice_left > 0 || c->pipe->len > 0)
+        return false;
+    lb_pipe_give(&c->w->pipes, c->pipe);
+    c->pipe = NULL;
+    c->resp_done = true;
+    return true;
+}
+
 /* The response is complete: log, pool the server connection if it is clean,
  * and read the next request (or close). */
 static enum lb_step finish_exchange(struct lb_conn *c)
@@ -690,20 +780,29 @@ enum lb_step lb_proxy_step(struct lb_conn *c)
     if ((s = send_upstream(c)) == STEP_GONE || c->state != CONN_PROXY)
         return s;
     moved |= s == STEP_PROGRESS;
-    if ((s = read_upstream(c)) == STEP_GONE || c->state != CONN_PROXY)
-        return s;
-    moved |= s == STEP_PROGRESS;
-    /* All the buffered response goes into cout before one send. */
-    for (int i = 0; i < 8; i++) {
-        if ((s = move_response(c)) == STEP_GONE || c->state != CONN_PROXY)
+    if (!c->pipe) {
+        if ((s = read_upstream(c)) == STEP_GONE || c->state != CONN_PROXY)
             return s;
-        if (s == STEP_IDLE)
-            break;
-        moved = true;
+        moved |= s == STEP_PROGRESS;
+        /* All the buffered response goes into cout before one send. */
+        for (int i = 0; i < 8; i++) {
+            if ((s = move_response(c)) == STEP_GONE || c->state != CONN_PROXY)
+                return s;
+            if (s == STEP_IDLE)
+                break;
+            moved = true;
+        }
+        maybe_start_splice(c);
+    } else {
+        if ((s = splice_response(c)) == STEP_GONE || c->state != CONN_PROXY)
+            return s;
+        moved |= s == STEP_PROGRESS;
     }
     if ((s = lb_conn_flush(c)) == STEP_GONE)
         return s;
     moved |= s == STEP_PROGRESS;
+    if (c->pipe && splice_finished(c))
+        moved = true;
     if (c->resp_done && (c->req_done || lb_buf_len(&c->cout) == 0))
         return finish_exchange(c);
     return moved ? STEP_PROGRESS : STEP_IDLE;

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "http1.h"
 #include "pool.h"
+#include "splice.h"
 
 struct lb_listener;
 struct lb_conn;
@@ -48,6 +49,7 @@ struct lb_worker {
     struct lb_pool pool;
     void **balancers; /* per backend, from its ops' create() */
     struct lb_buf_cache bufs;
+    struct lb_pipe_cache pipes; /* for spliced response bodies */
     struct lb_exchange *spare_exchanges; /* conn.c's, kept for reuse */
     size_t n_spare_exchanges;
 

@@ -557,9 +557,6 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
 
 def nofile_limits(pid):
     """(soft, hard) RLIMIT_NOFILE of a process, from /proc/PID/limits."""

@@ -135,6 +135,11 @@ def established_to(port):
     return sum(1 for f in tcp_sockets() if f[3] == "01" and tcp_port(f[2]) == port)
 
 
+def fd_count(pid):
+    """How many file descriptors process `pid` holds."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
 def tmpdir(name):
     """A fresh directory under this run's temporary root."""
     path = tempfile.mkdtemp(prefix=name + "-", dir=_tmp_root)

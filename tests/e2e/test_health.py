@@ -5,7 +5,6 @@ after rise successes; a /health that flips every check changes nothing; a
 server killed with SIGKILL under a steady GET loop costs no request; tcp
 checks; `initial: down`; every server down answers 503 at once; and lb's fd
 count stays flat over thousands of checks."""
-import os
 import re
 import threading
 import time
@@ -78,9 +77,6 @@ def changes(lb, ident):
     return re.findall(rb"server " + re.escape(ident.encode()) + rb" [^\n]*is (?:UP|DOWN)",
                       lb.stderr())
 
-
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
 
 
 # ---- tests ---------------------------------------------------------------------
@@ -269,7 +265,7 @@ def test_fd_count_stable():
         """The fewest fds over a few samples: check sockets come and go."""
         counts = []
         for _ in range(samples):
-            counts.append(fd_count(lb.pid))
+            counts.append(T.fd_count(lb.pid))
             time.sleep(0.005)
         return min(counts), max(counts)
 

@@ -268,11 +268,11 @@ def test_fd_exhaustion_no_spin_and_recovery():
     # open idle connections until lb stops accepting them
     accepted, waiting = saturate(lb, limit, 3 * limit)
     check(waiting, "lb accepted %d connections with %d descriptors" % (len(accepted), limit))
-    check(L.fd_count(lb.pid) >= limit - 2, "lb holds %d descriptors of %d at saturation" % (
-        L.fd_count(lb.pid), limit))
+    check(T.fd_count(lb.pid) >= limit - 2, "lb holds %d descriptors of %d at saturation" % (
+        T.fd_count(lb.pid), limit))
     for _ in range(3):
         waiting.append(socket.create_connection((T.HOST, lb.port), timeout=5))
-    fds = L.fd_count(lb.pid)
+    fds = T.fd_count(lb.pid)
     # saturated: lb must not spin on its listeners
     cpu0, t0 = L.cpu_seconds(lb.pid), time.monotonic()
     time.sleep(2.0)
@@ -354,8 +354,8 @@ def test_fd_exhaustion_connect_503_not_blamed():
                          timeouts={"client_header": "60s", "client_idle": "60s"})
     accepted, waiting = saturate(lb, limit, 3 * limit)
     check(waiting, "lb accepted %d connections with %d descriptors" % (len(accepted), limit))
-    check(L.fd_count(lb.pid) >= limit - 2, "lb holds %d descriptors of %d at saturation" % (
-        L.fd_count(lb.pid), limit))
+    check(T.fd_count(lb.pid) >= limit - 2, "lb holds %d descriptors of %d at saturation" % (
+        T.fd_count(lb.pid), limit))
     answers = []
     for i, s in enumerate(accepted[:7]):   # more than passive.failures (5)
         s.settimeout(3)
