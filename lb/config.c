@@ -31,6 +31,7 @@ struct parser {
     struct lb_config *cfg;
     yaml_node_t *backends; /* the top-level mapping, once seen */
     yaml_node_t *routes;   /* parsed last: routes name backends */
+    yaml_node_t *stats;    /* the stats mapping, for errors found at the end */
 };
 
 /* One known key of a mapping: how to parse its value into obj + offset. */
@@ -1009,6 +1010,24 @@ static int parse_routes(struct parser *p, yaml_node_t *value)
     return 0;
 }
 
+static const struct field stats_fields[] = {
+    FIELD("listen", field_address, struct lb_stats_config, address, 0, 0),
+    {0},
+};
+
+static int field_stats(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
+{
+    struct lb_config *cfg = obj;
+    cfg->stats.enabled = true;
+    cfg->stats.line = line_of(value);
+    p->stats = value;
+    if (walk_map(p, value, f->key, stats_fields, &cfg->stats) < 0)
+        return -1;
+    if (cfg->stats.address.len == 0)
+        return fail(p, value, "stats: 'listen' is required");
+    return 0;
+}
+
 /* Routes are only remembered here: they name backends, which may come later. */
 static int field_routes(struct parser *p, const struct field *f, yaml_node_t *value, void *obj)
 {
@@ -1027,6 +1046,7 @@ static const struct field top_fields[] = {
     {"headers", field_map, offsetof(struct lb_config, headers), 0, 0, header_fields},
     {"backends", field_backends, 0, 0, 0, NULL},
     {"routes", field_routes, 0, 0, 0, NULL},
+    {"stats", field_stats, 0, 0, 0, NULL},
     {0},
 };
 
@@ -1094,6 +1114,11 @@ static int validate(struct parser *p, yaml_node_t *root)
         cfg->n_listens = 1;
         if (lb_parse_address("127.0.0.1:8080", &cfg->listens[0].address) < 0)
             return fail(p, root, "cannot use the default listen address 127.0.0.1:8080");
+    }
+    for (size_t i = 0; cfg->stats.enabled && i < cfg->n_listens; i++) {
+        const struct lb_address *a = &cfg->listens[i].address;
+        if (a->len == cfg->stats.address.len && memcmp(&a->sa, &cfg->stats.address.sa, a->len) == 0)
+            return fail(p, p->stats, "stats: %s is also a listen address", a->text);
     }
     return 0;
 }

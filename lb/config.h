@@ -170,6 +170,13 @@ struct lb_limits {
     uint64_t max_body_size;    /* 0 = unlimited (default) */
 };
 
+/* The stats endpoint (the `stats` key): GET /metrics, Prometheus text. */
+struct lb_stats_config {
+    bool enabled;              /* `stats` is given */
+    struct lb_address address; /* stats.listen, required then */
+    int line;
+};
+
 struct lb_config {
     char *path;
     unsigned workers;          /* resolved: "auto" becomes the number of cores */
@@ -183,6 +190,7 @@ struct lb_config {
     size_t n_backends;
     struct lb_route *routes;
     size_t n_routes;
+    struct lb_stats_config stats;
 };
 
 /* Loads and validates `path`. Returns the config (free with lb_config_free),

@@ -300,6 +300,7 @@ void lb_conn_accept(struct lb_worker *w, int fd, const struct sockaddr *peer, so
         w->conns->prev = c;
     w->conns = c;
     w->connections++;
+    lb_stat_add(&w->stats.open, 1);
 
     ev_io_init(&c->io, on_io, fd, 0);
     c->io.data = c;
@@ -338,23 +339,6 @@ void lb_conn_destroy(struct lb_conn *c)
 
 /* ---- responses lb writes itself -------------------------------------------- */
 
-static const char *reason_of(int status)
-{
-    switch (status) {
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Error";
-    }
-}
-
 void lb_conn_log(struct lb_conn *c)
 {
     ev_tstamp now = now_of(c);
@@ -372,6 +356,7 @@ void lb_conn_log(struct lb_conn *c)
         .total_time = c->t_start > 0 ? now - c->t_start : 0,
     };
     lb_log_access(&e);
+    lb_stats_count_response(&c->w->stats, c->status);
 }
 
 void lb_conn_reply_error(struct lb_conn *c, int status)
@@ -384,7 +369,7 @@ void lb_conn_reply_error(struct lb_conn *c, int status)
         return;
     }
     lb_proxy_release(c, false);
-    const char *reason = reason_of(status);
+    const char *reason = lb_http_reason(status);
     char body[64];
     int body_len = snprintf(body, sizeof(body), "%d %s\n", status, reason);
     lb_buf_printf(&c->cout,

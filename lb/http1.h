@@ -162,6 +162,9 @@ static inline int lb_http_find_header(const struct lb_http_head *h, const char *
             return (int)i;
     return -1;
 }
+/* The reason phrase lb writes for a status it answers itself. */
+const char *lb_http_reason(int status);
+
 /* True when a comma-separated header value holds `token` (case-insensitive). */
 bool lb_http_value_has_token(const char *value, size_t len, const char *token);
 

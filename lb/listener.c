@@ -33,7 +33,7 @@ static void on_acceptable(struct ev_loop *loop, ev_io *io, int revents)
         if (fd < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 if (i == 0)
-                    w->accept_eagain++;
+                    lb_stat_add(&w->stats.accept_eagain, 1);
                 return;
             }
             if (errno == EINTR || errno == ECONNABORTED)
@@ -49,7 +49,7 @@ static void on_acceptable(struct ev_loop *loop, ev_io *io, int revents)
             return;
         }
         atomic_fetch_add(&w->shared->connections, 1);
-        w->accepts++;
+        lb_stat_add(&w->stats.accepted, 1);
         lb_conn_accept(w, fd, (struct sockaddr *)&peer, peer_len, l->listen);
     }
 }

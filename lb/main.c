@@ -14,6 +14,7 @@
 #include "health.h"
 #include "listener.h"
 #include "log.h"
+#include "stats_server.h"
 #include "worker.h"
 
 #define DEFAULT_CONFIG "config/lb.yaml"
@@ -93,6 +94,8 @@ static int run(struct lb_config *cfg)
         return 1;
     }
     unsigned started = 0;
+    struct lb_worker_stats **counters = NULL;
+    struct lb_stats_server *stats = NULL;
     for (size_t i = 0; i < cfg->n_listens; i++)
         if (lb_listener_check_free(&cfg->listens[i]) < 0)
             goto stop;
@@ -100,6 +103,14 @@ static int run(struct lb_config *cfg)
         if (lb_worker_init(&workers[i], i, cfg, &shared) < 0)
             goto stop;
     }
+    counters = calloc(cfg->workers, sizeof(*counters));
+    if (!counters)
+        goto stop;
+    for (unsigned i = 0; i < cfg->workers; i++)
+        counters[i] = &workers[i].stats;
+    if (cfg->stats.enabled &&
+        !(stats = lb_stats_server_start(cfg, counters, cfg->workers, &shared.connections)))
+        goto stop;
     for (; started < cfg->workers; started++)
         if (lb_worker_start(&workers[started]) < 0)
             goto stop;
@@ -116,6 +127,8 @@ stop:
         lb_log_info("drain timeout: closing the remaining connections");
         _exit(rc); /* threads still own connections: end them with the process */
     }
+    lb_stats_server_stop(stats); /* before the counters it reads go */
+    free(counters);
     for (unsigned i = 0; i < cfg->workers; i++)
         lb_worker_destroy(&workers[i]);
     free(workers);

@@ -664,6 +664,7 @@ static void maybe_start_splice(struct lb_conn *c)
     if (c->pipe) {
         c->splice_left = left;
         c->up_lowat = 1;
+        lb_stat_add(&c->w->stats.spliced_bodies, 1);
     }
 }
 

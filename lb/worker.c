@@ -62,6 +62,7 @@ void lb_worker_pause_accepting(struct lb_worker *w, double seconds)
 void lb_worker_conn_closed(struct lb_worker *w)
 {
     w->connections--;
+    lb_stat_sub(&w->stats.open, 1);
     atomic_fetch_sub(&w->shared->connections, 1);
     if (w->draining && w->connections == 0)
         ev_break(w->loop, EVBREAK_ALL);
@@ -148,7 +149,8 @@ static void *worker_main(void *arg)
     /* How evenly SO_REUSEPORT spread the connections, and how often this
      * worker woke for an accept another one had taken (should stay ~0). */
     lb_log_info("worker %u: %llu connections accepted, %llu wakeups found none", w->id,
-                (unsigned long long)w->accepts, (unsigned long long)w->accept_eagain);
+                (unsigned long long)atomic_load(&w->stats.accepted),
+                (unsigned long long)atomic_load(&w->stats.accept_eagain));
     return NULL;
 }
 

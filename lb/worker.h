@@ -16,6 +16,7 @@
 #include "http1.h"
 #include "pool.h"
 #include "splice.h"
+#include "stats.h"
 
 struct lb_listener;
 struct lb_conn;
@@ -54,8 +55,7 @@ struct lb_worker {
     size_t n_spare_exchanges;
 
     unsigned connections;      /* open client connections of this worker */
-    uint64_t accepts;          /* accepted connections */
-    uint64_t accept_eagain;    /* accept() calls that found nothing */
+    struct lb_worker_stats stats; /* read by the stats endpoint */
 };
 
 /* Creates the worker's loop, listeners and pools. Returns 0, or -1 with a

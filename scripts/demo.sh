@@ -24,6 +24,7 @@ for arg in "$@"; do
 done
 
 LB_PORT=8080
+STATS_PORT=9100
 BACKEND_PORTS=(9001 9002 9003)
 
 scripts/setup.sh
@@ -34,12 +35,12 @@ BACKEND_BIN=$LB_ROOT/build-rel/backends/lb-backend
 "$LB_BIN" -t -c config/lb.yaml >/dev/null
 
 taken=()
-for port in "$LB_PORT" "${BACKEND_PORTS[@]}"; do
+for port in "$LB_PORT" "$STATS_PORT" "${BACKEND_PORTS[@]}"; do
   if lb_port_taken "$port"; then taken+=("$port"); fi
 done
 if [ ${#taken[@]} -gt 0 ]; then
   lb_die "port(s) ${taken[*]} on 127.0.0.1 already in use (another demo running?);" \
-    "the demo needs 8080 and 9001-9003 free. Nothing was started."
+    "the demo needs 8080, 9100 and 9001-9003 free. Nothing was started."
 fi
 
 lb_tmpdir
@@ -67,6 +68,7 @@ Try, in another terminal:
   curl -i http://127.0.0.1:$LB_PORT/
   for i in 1 2 3 4 5 6; do curl -s http://127.0.0.1:$LB_PORT/; done
   curl -s -b /tmp/lb-demo.jar -c /tmp/lb-demo.jar http://127.0.0.1:$LB_PORT/session
+  curl -s http://127.0.0.1:$STATS_PORT/metrics      # counters and server state
 
 (/session keeps a per-session counter in one server's memory: without affinity
 the next request may land on another server and start over at count=1.)
@@ -94,7 +96,12 @@ if [ "$smoke" = 1 ]; then
       lb_die "curl /session through lb failed"
     lb_log "/session: $body"
   done
-  lb_log "smoke check passed: responses from$seen"
+  metrics=$(curl -sS -m 5 "http://127.0.0.1:$STATS_PORT/metrics") || lb_die "GET /metrics failed"
+  case $metrics in
+    *'lb_worker_responses_total{worker="0",code="2xx"}'*) ;;
+    *) lb_die "no response counters in /metrics" ;;
+  esac
+  lb_log "smoke check passed: responses from$seen; /metrics answers"
   exit 0
 fi
 

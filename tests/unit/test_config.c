@@ -55,6 +55,14 @@ static const struct bad_case bad_cases[] = {
     {"headers: { underscores: yes }\n", 1, "underscores: expected allow or drop"},
     {"headers:\n  via: off\n", 2, "unknown key 'via' in"},
     {"timeouts: { tunnel: 0s }\n", 1, "tunnel"},
+    /* the stats endpoint */
+    {ONE_BACKEND "stats: {}\n", 5, "stats: 'listen' is required"},
+    {ONE_BACKEND "stats:\n  listen: 127.0.0.1:99999\n", 6, "listen: bad address"},
+    {ONE_BACKEND "stats:\n  listen: 127.0.0.1:9100\n  path: /x\n", 7, "unknown key 'path' in stats"},
+    {"listen:\n  - address: 127.0.0.1:9100\n" ONE_BACKEND "stats:\n  listen: 127.0.0.1:9100\n", 8,
+     "stats: 127.0.0.1:9100 is also a listen address"},
+    {ONE_BACKEND "stats: { listen: 127.0.0.1:8080 }\n", 5,
+     "stats: 127.0.0.1:8080 is also a listen address"}, /* the default listen address */
     /* unknown keys, at every level */
     {"bogus: 1\n", 1, "unknown key 'bogus' in the top level"},
     {"workers: 2\n\nwrokers: 3\n", 3, "unknown key 'wrokers'"},
@@ -874,6 +882,19 @@ static void test_default_route(void **state)
 }
 
 /* Many loads and frees, good and bad; LeakSanitizer reports any leak. */
+static void test_stats_key(void **state)
+{
+    (void)state;
+    struct lb_config *cfg = parse_ok(ONE_BACKEND);
+    assert_false(cfg->stats.enabled);
+    lb_config_free(cfg);
+    cfg = parse_ok(ONE_BACKEND "stats:\n  listen: 127.0.0.1:9100\n");
+    assert_true(cfg->stats.enabled);
+    assert_int_equal(port_of(&cfg->stats.address), 9100);
+    assert_int_equal(cfg->stats.line, 6);
+    lb_config_free(cfg);
+}
+
 static void test_load_free_many(void **state)
 {
     (void)state;
@@ -897,6 +918,7 @@ int main(void)
         cmocka_unit_test(test_sizes),          cmocka_unit_test(test_addresses),
         cmocka_unit_test(test_routing),        cmocka_unit_test(test_default_route),
         cmocka_unit_test(test_load_free_many), cmocka_unit_test(test_health_keys),
+        cmocka_unit_test(test_stats_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
