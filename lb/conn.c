@@ -66,14 +66,16 @@ static void update_deadline(struct lb_conn *c)
         set_deadline(c, DL_CONNECT, c->t_connect_start + t->connect);
         break;
     case CONN_PROXY:
-        if (lb_conn_output_pending(c)) /* the client is slow to read */
+        /* First: bytes may wait below a raised mark whatever else is pending
+         * (it only lowers the mark; the deadline below applies after). */
+        if (c->pipe && c->up_lowat > 1 && c->splice_left > 0 && lb_pipe_has_room(c->pipe))
+            set_deadline(c, DL_LOWAT, c->upstream_activity + LB_SPLICE_STALL);
+        else if (lb_conn_output_pending(c)) /* the client is slow to read */
             set_deadline(c, DL_SEND, c->client_activity + t->client_idle);
         else if (!c->req_done && lb_buf_len(&c->uout) - c->uout_sent < c->uout.cap / 2)
             /* waiting for request body bytes, with room for them: the
              * client's stall, not the server's */
             set_deadline(c, DL_BODY, c->client_activity + t->client_header);
-        else if (!c->resp_done && c->up_lowat > 1)
-            set_deadline(c, DL_LOWAT, c->upstream_activity + LB_SPLICE_STALL);
         else if (!c->resp_done)
             set_deadline(c, DL_SERVER, c->upstream_activity + t->server);
         else

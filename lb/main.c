@@ -14,6 +14,7 @@
 #include "health.h"
 #include "listener.h"
 #include "log.h"
+#include "splice.h"
 #include "stats_server.h"
 #include "worker.h"
 
@@ -50,14 +51,16 @@ static unsigned join_workers(struct lb_worker *workers, unsigned n, double secon
     return ended;
 }
 
-/* Each client connection may hold two descriptors (client and server):
- * raise the soft limit as far as the hard limit allows. */
+/* Each client connection may hold two descriptors (client and server), and
+ * each worker up to two per pipe for spliced bodies: raise the soft limit as
+ * far as the hard limit allows. */
 static void raise_fd_limit(const struct lb_config *cfg)
 {
     struct rlimit lim;
     if (getrlimit(RLIMIT_NOFILE, &lim) < 0)
         return;
-    rlim_t want = (rlim_t)cfg->limits.max_connections * 2 + 64;
+    rlim_t want = (rlim_t)cfg->limits.max_connections * 2 +
+                  (rlim_t)cfg->workers * (LB_PIPES_MAX + LB_PIPES_SPARE) * 2 + 64;
     if (lim.rlim_cur >= want)
         return;
     lim.rlim_cur = lim.rlim_max == RLIM_INFINITY || lim.rlim_max > want ? want : lim.rlim_max;

@@ -3,6 +3,7 @@
  * and the response down with back-pressure, retry when that is safe, and
  * relay a tunnel after a 101. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -451,7 +452,7 @@ int lb_proxy_upstream_events(const struct lb_conn *c)
     }
     if (c->uout_sent < lb_buf_len(&c->uout))
         ev |= EV_WRITE;
-    bool room = c->pipe ? c->splice_left > 0 && c->pipe->len < c->pipe->cap
+    bool room = c->pipe ? c->splice_left > 0 && lb_pipe_has_room(c->pipe)
                         : lb_buf_len(&c->uin) < c->uin.cap;
     if (!c->resp_done && !c->upstream_eof && room)
         ev |= EV_READ;
@@ -699,7 +700,8 @@ static enum lb_step splice_response(struct lb_conn *c)
     if (c->splice_left > 0 && c->up_rd) {
         c->up_rd = false;
         size_t room = c->pipe->cap - c->pipe->len;
-        switch (lb_splice_in(c->up->fd, c->pipe, c->splice_left, &n)) {
+        size_t want = c->splice_left < SIZE_MAX ? (size_t)c->splice_left : SIZE_MAX;
+        switch (lb_splice_in(c->up->fd, c->pipe, want, &n)) {
         case LB_IO_OK:
             c->splice_left -= n;
             c->log_bytes += n;
@@ -716,11 +718,17 @@ static enum lb_step splice_response(struct lb_conn *c)
         default:
             return lb_proxy_upstream_failed(c, FAIL_RESET, strerror(errno));
         }
-        if (c->splice_left == 0)
-            release_server(c); /* all the server sends is here */
         /* 1 again once the body is in: the connection goes back to the pool. */
         lb_splice_set_lowat(c->up->fd, c->splice_left ? splice_lowat(c, n, n == room) : 1,
                             &c->up_lowat);
+        if (c->splice_left == 0) {
+            release_server(c); /* all the server sends is here */
+            /* Bytes past the body (a broken server) would be the next
+             * request's response; a mark left high would hold it: either
+             * way the connection is not pooled. */
+            if (c->up_lowat != 1 || !lb_splice_socket_quiet(c->up->fd))
+                c->upstream_eof = true;
+        }
     }
     return moved ? STEP_PROGRESS : STEP_IDLE;
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -64,6 +65,7 @@ struct lb_pipe *lb_pipe_take(struct lb_pipe_cache *cache)
         pipe->cap = cap > 0 ? (size_t)cap : 65536;
     }
     pipe->len = 0;
+    pipe->full = false;
     pipe->next_spare = NULL;
     cache->in_use++;
     return pipe;
@@ -106,12 +108,16 @@ enum lb_io lb_splice_in(int fd, struct lb_pipe *pipe, size_t max, size_t *moved)
     size_t room = pipe->cap - pipe->len;
     if (max > room)
         max = room;
-    if (max == 0) {
+    if (max == 0 || pipe->full) {
         *moved = 0;
         return LB_IO_AGAIN;
     }
     enum lb_io r = splice_once(fd, pipe->wr, max, moved);
     pipe->len += *moved;
+    int waiting = 0;
+    /* Nothing taken while the socket has bytes: the pipe's slots ran out. */
+    if (r == LB_IO_AGAIN && pipe->len > 0 && ioctl(fd, FIONREAD, &waiting) == 0 && waiting > 0)
+        pipe->full = true;
     return r;
 }
 
@@ -123,6 +129,8 @@ enum lb_io lb_splice_out(struct lb_pipe *pipe, int fd, size_t *moved)
     }
     enum lb_io r = splice_once(pipe->rd, fd, pipe->len, moved);
     pipe->len -= *moved;
+    if (*moved > 0)
+        pipe->full = false;
     /* A pipe read never ends: an "EOF" here cannot be the client's. */
     return r == LB_IO_EOF ? LB_IO_AGAIN : r;
 }
@@ -134,4 +142,11 @@ void lb_splice_set_lowat(int fd, size_t want, int *current)
         return;
     if (setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v)) == 0)
         *current = v;
+}
+
+bool lb_splice_socket_quiet(int fd)
+{
+    char byte;
+    ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }

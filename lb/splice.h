@@ -5,6 +5,7 @@
 #ifndef LB_SPLICE_H
 #define LB_SPLICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "io.h"
@@ -22,12 +23,28 @@
  * server that slowed down mid-body). */
 #define LB_SPLICE_STALL 0.02
 
+/* A worker keeps this many empty pipes, and has at most this many in use
+ * (2 descriptors each; each pins up to 1 MiB of kernel memory while full);
+ * past the limit bodies are copied through the buffers instead. */
+#define LB_PIPES_SPARE 16
+#define LB_PIPES_MAX 256
+
 struct lb_pipe {
     int rd, wr;
     size_t len; /* bytes in the pipe */
-    size_t cap; /* what the pipe holds at most */
+    size_t cap; /* bytes the pipe holds at most, when every slot is full */
+    /* The kernel took no more although the server had bytes: a pipe counts
+     * slots, not bytes (one per splice or packet fragment), so small pieces
+     * fill it long before `cap`. Cleared when bytes leave. */
+    bool full;
     struct lb_pipe *next_spare;
 };
+
+/* The pipe may take more bytes now. */
+static inline bool lb_pipe_has_room(const struct lb_pipe *pipe)
+{
+    return !pipe->full && pipe->len < pipe->cap;
+}
 
 /* A worker's empty pipes. One owner. */
 struct lb_pipe_cache {
@@ -49,7 +66,8 @@ void lb_pipe_give(struct lb_pipe_cache *cache, struct lb_pipe *pipe);
 
 /* Moves up to `max` bytes (and no more than the pipe has room for) from the
  * socket `fd` into the pipe. *moved gets how many. LB_IO_EOF when the peer
- * closed, LB_IO_AGAIN when the socket has nothing or the pipe is full. */
+ * closed, LB_IO_AGAIN when the socket has nothing or the pipe is full (then
+ * pipe->full is set). */
 enum lb_io lb_splice_in(int fd, struct lb_pipe *pipe, size_t max, size_t *moved);
 
 /* Wakes lb for a socket only once `want` bytes (at least 1) are waiting, or
@@ -60,5 +78,9 @@ void lb_splice_set_lowat(int fd, size_t want, int *current);
 
 /* Moves what the pipe holds to the socket `fd`. *moved gets how many. */
 enum lb_io lb_splice_out(struct lb_pipe *pipe, int fd, size_t *moved);
+
+/* After a body's last byte: true when the socket holds nothing more (no
+ * bytes past the body, no close), so the connection may be pooled. */
+bool lb_splice_socket_quiet(int fd);
 
 #endif

@@ -11,11 +11,6 @@
 #include "log.h"
 
 #define SPARE_BUFFERS 256
-/* Pipes for spliced bodies: empty ones kept, and how many may be in use at
- * once (each pins up to 1 MiB of kernel memory while full; past the limit
- * bodies are copied through the buffers instead). */
-#define SPARE_PIPES 16
-#define MAX_PIPES 256
 
 /* Buffers hold a whole request head plus what lb adds to it. */
 static size_t buffer_size(const struct lb_config *cfg)
@@ -103,7 +98,7 @@ int lb_worker_init(struct lb_worker *w, unsigned id, const struct lb_config *cfg
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     if (!w->loop)
         goto fail;
-    lb_pipe_cache_init(&w->pipes, SPARE_PIPES, MAX_PIPES);
+    lb_pipe_cache_init(&w->pipes, LB_PIPES_SPARE, LB_PIPES_MAX);
     if (lb_buf_cache_init(&w->bufs, buffer_size(cfg), SPARE_BUFFERS) < 0 ||
         lb_pool_init(&w->pool, w->loop, cfg) < 0)
         goto fail;

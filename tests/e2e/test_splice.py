@@ -4,7 +4,12 @@ lb/splice.h): the bytes are exact and in order; a server that slows down
 below lb's raised low-water mark still has its bytes forwarded at once; the
 server connection goes back to the pool afterwards and small responses on it
 are not held; a server or a client that goes away mid-body costs no
-descriptor; pipelined requests and HEAD behave as without splicing."""
+descriptor; pipelined requests and HEAD behave as without splicing. And the
+three defects a review found: small server writes that fill the pipe's slots
+(not its bytes) while the client pauses must not make lb spin; bytes a broken
+server sends past the body must not become the next request's response; bytes
+below a raised mark must come while the request body is still open."""
+import os
 import socket
 import threading
 import time
@@ -179,8 +184,125 @@ def test_clients_gone_mid_body_leak_nothing():
     lb.expect_clean_exit()
 
 
+def cpu_seconds(pid):
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_small_pieces_to_a_paused_client_no_busy_loop():
+    # A server writing 1000-byte pieces fills the pipe's slots (one per
+    # piece) long before its byte capacity. With the client not reading, lb
+    # must wait for the client, not poll the readable server socket.
+    sent = {"n": 0}
+    done = threading.Event()
+    total = 64 * T.MiB
+
+    def handler(s, fake):
+        if T.recv_request(s, bytearray()) is None:
+            return
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        s.settimeout(0.5)
+        t0 = time.monotonic()
+        while sent["n"] < 8 * T.MiB and time.monotonic() - t0 < 10:
+            try:
+                s.send(T.pattern_bytes(1000, sent["n"]))
+            except (socket.timeout, TimeoutError):
+                break  # lb stopped taking: back-pressure
+            sent["n"] += 1000
+            if sent["n"] % 64000 == 0:
+                time.sleep(0.001)  # separate packets, separate slots
+        done.set()
+        time.sleep(3)
+
+    fake = T.FakeServer(handler)
+    lb = T.start_lb([fake], workers=1, timeouts={"server": "30s"})
+    c = T.Conn(lb.port, timeout=10)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    check(done.wait(20), "the server never finished sending")
+    time.sleep(0.3)
+    before = cpu_seconds(lb.pid)
+    time.sleep(2)
+    spent = cpu_seconds(lb.pid) - before
+    check(spent < 0.3, "lb spent %.2f s of CPU in 2 s waiting for a paused client" % spent)
+    check_eq(c.read_head().status, 200, "status")
+    body = c.read_exact(sent["n"])
+    check(body == T.pattern_bytes(sent["n"]), "the bytes the server sent differ")
+    c.close()  # the rest of the 64 MiB never comes: no drain to wait for
+
+
+def test_bytes_past_the_body_never_reach_the_next_request():
+    # A broken server sends a second "response" right after a spliced body.
+    # The connection must not be pooled: the pipelined request gets its own.
+    evil = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+
+    def handler(s, fake):
+        buf = bytearray()
+        while True:
+            req = T.recv_request(s, buf)
+            if req is None:
+                return
+            if req[0].startswith(b"GET /big"):
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG +
+                          T.pattern_bytes(BIG) + evil)
+            else:
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    fake = T.FakeServer(handler)
+    lb = T.start_lb([fake], workers=1)
+    c = T.Conn(lb.port, timeout=10)
+    c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+    check_eq(c.read_head().status, 200, "/big status")
+    check(c.read_exact(BIG) == T.pattern_bytes(BIG), "/big body differs")
+    r = c.read_response()
+    check_eq(r.status, 200, "/small status")
+    check_eq(r.body, b"ok", "/small's body (not the bytes past /big's)")
+
+
+def test_bytes_below_the_mark_while_request_body_open():
+    # The client sent a head with Content-Length: 10 but no body yet; the
+    # server answers at once: a 2 MiB burst (lb raises the mark), then 1000
+    # bytes the client waits for before it sends its body. They must come.
+    burst = 2 * T.MiB
+
+    def handler(s, fake):
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            data = s.recv(65536)
+            if not data:
+                return
+            buf += data
+        s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (burst + 2000) +
+                  T.pattern_bytes(burst))
+        time.sleep(0.3)
+        s.sendall(T.pattern_bytes(1000, burst))
+        while len(buf) < buf.index(b"\r\n\r\n") + 4 + 10:
+            data = s.recv(65536)
+            if not data:
+                return
+            buf += data
+        s.sendall(T.pattern_bytes(1000, burst + 1000))
+        time.sleep(1)
+
+    fake = T.FakeServer(handler)
+    lb = T.start_lb([fake], workers=1, timeouts={"client_header": "4s", "server": "30s"})
+    c = T.Conn(lb.port, timeout=3)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    c.send(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+    time.sleep(0.5)  # the pipe fills meanwhile
+    check_eq(c.read_head().status, 200, "status")
+    check(c.read_exact(burst) == T.pattern_bytes(burst), "the burst differs")
+    check(c.read_exact(1000) == T.pattern_bytes(1000, burst), "the 1000 bytes after it")
+    c.send(b"0123456789")
+    check(c.read_exact(1000) == T.pattern_bytes(1000, burst + 1000), "the last 1000 bytes")
+
+
 if __name__ == "__main__":
     T.run([test_spliced_body_exact_and_logged, test_stalling_server_bytes_not_held,
            test_pool_reused_after_spliced_body, test_pipelined_after_spliced_body,
            test_head_with_large_length, test_server_gone_mid_body,
-           test_clients_gone_mid_body_leak_nothing])
+           test_clients_gone_mid_body_leak_nothing,
+           test_small_pieces_to_a_paused_client_no_busy_loop,
+           test_bytes_past_the_body_never_reach_the_next_request,
+           test_bytes_below_the_mark_while_request_body_open])
