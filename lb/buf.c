@@ -37,7 +37,7 @@ void lb_buf_compact(struct lb_buf *buf)
     buf->tail = len;
 }
 
-int lb_buf_append(struct lb_buf *buf, const void *src, size_t n)
+int lb_buf_append_slow(struct lb_buf *buf, const void *src, size_t n)
 {
     if (lb_buf_room(buf) < n)
         lb_buf_compact(buf);

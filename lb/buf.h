@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct lb_buf {
     char *data;
@@ -55,9 +56,20 @@ void lb_buf_consume(struct lb_buf *buf, size_t n);
 /* Moves the live bytes to the front so all free space is at the tail. */
 void lb_buf_compact(struct lb_buf *buf);
 
+/* lb_buf_append() when the bytes do not fit at the tail: compacts first. */
+int lb_buf_append_slow(struct lb_buf *buf, const void *src, size_t n);
+
 /* Appends n bytes, compacting if needed. Returns 0, or -1 when they do not fit
- * (nothing is written then). */
-int lb_buf_append(struct lb_buf *buf, const void *src, size_t n);
+ * (nothing is written then). Inline: a head is written in a few dozen
+ * appends, many of a constant size the compiler turns into plain stores. */
+static inline int lb_buf_append(struct lb_buf *buf, const void *src, size_t n)
+{
+    if (buf->cap - buf->tail < n)
+        return lb_buf_append_slow(buf, src, n);
+    memcpy(buf->data + buf->tail, src, n);
+    buf->tail += n;
+    return 0;
+}
 
 /* Appends a string, an unsigned number in decimal, or in hex. Return 0, or
  * -1 when it does not fit (nothing is written then). Cheaper than printf on

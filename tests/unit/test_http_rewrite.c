@@ -51,6 +51,14 @@ static const struct request_case request_cases[] = {
      "My_Header: 1\r\n\r\n", false,
      "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.9\r\n"
      "X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\n\r\n"},
+    /* kept headers are copied in runs of canonical "name: value\r\n" lines;
+     * other spellings, and lines between dropped or rewritten ones, end a run */
+    {"runs and odd spellings", "GET / HTTP/1.1\r\nX-A: 1\r\nX-B: 2\r\nKeep-Alive: 9\r\n"
+     "X-C:3\r\nX-D:  4\r\nX-E: 5 \r\nX-F:\r\nX-G: 7\r\nHost: h\r\nX-H: 8\r\nX-I: 9\r\n\r\n",
+     false,
+     "GET / HTTP/1.1\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\nX-D: 4\r\nX-E: 5\r\nX-F: \r\nX-G: 7\r\n"
+     "Host: h\r\nX-H: 8\r\nX-I: 9\r\nX-Forwarded-For: 10.0.0.9\r\n"
+     "X-Forwarded-Proto: http\r\nX-Forwarded-Host: h\r\nVia: 1.1 lb\r\n\r\n"},
     {"absolute form", "GET http://Example.com:81/p?q HTTP/1.1\r\nHost: example.com:81\r\n\r\n",
      false,
      "GET /p?q HTTP/1.1\r\nHost: Example.com:81\r\nX-Forwarded-For: 10.0.0.9\r\n"
