@@ -10,6 +10,7 @@
 #   scripts/bench.sh --idle [--idle-conns N]
 #   scripts/bench.sh --large [--rounds N]
 #   scripts/bench.sh --spread [--rounds N] [--duration S]
+#   scripts/bench.sh --together [--rounds N] [--duration S] [--conns LIST]
 #
 #   --duration S   seconds per wrk run (default 5)
 #   --rounds N     interleaved rounds; the table shows medians (default 3)
@@ -33,6 +34,11 @@
 #   --spread       lb with 2 workers, 1,000 wrk connections for --duration s,
 #                  --rounds times: connections accepted per worker (max/min)
 #                  and accept wakeups that found nothing, from lb's exit log
+#   --together     lb, nginx and HAProxy all at once on the proxy core, each
+#                  driven by its own wrk (--conns each, default 25) on the
+#                  load core: whatever else runs on the machine slows all
+#                  three alike, so the ratios of CPU per request (user and
+#                  system time apart) hold on a noisy machine
 #
 # Environment: LB_BENCH_PROXY_CPU (default 0) is the core of the proxy under
 # test; LB_BENCH_LOAD_CPU (default 1) the core(s) of wrk and the backends, in
@@ -66,7 +72,7 @@ while [ $# -gt 0 ]; do
     --backends) lb_need_arg "$@"; n_backends=$2; shift 2 ;;
     --quick) rounds=1; duration=2; shift ;;
     --paced) paced_ms=10; shift ;;
-    --callgrind | --idle | --large | --spread)
+    --callgrind | --idle | --large | --spread | --together)
       [ "$mode" = default ] || lb_die "$1: one mode at a time (already --$mode)"
       mode=${1#--}
       shift
@@ -97,6 +103,7 @@ if [ "$paced_ms" -gt 0 ]; then
   printf 'function delay()\n  return %d\nend\n' "$paced_ms" >"$paced_lua"
   wrk_script=(-s "$paced_lua")
 fi
+[ "$mode" = together ] && [ "$conns_list" = "$default_conns" ] && conns_list=25
 read -ra conns_arr <<<"$conns_list"
 [ ${#conns_arr[@]} -gt 0 ] || lb_die "--conns: empty"
 max_conns=0
@@ -878,6 +885,76 @@ for t in "${targets[@]}"; do
   timeout --foreground -k 5 20 taskset -c "$load_cpu" "$WRK" -t1 -c50 -d1s \
     "http://127.0.0.1:${port_of[$t]}/" >/dev/null 2>&1 || lb_die "warm-up of $t failed"
 done
+
+# --- --together: the three proxies at once ------------------------------------------
+
+# user_system PID: user and system clock ticks of PID and its children
+# (nginx's worker is a child of its master).
+user_system() {
+  local u=0 s=0 pid st f
+  for pid in $(tree "$1"); do
+    read -r st 2>/dev/null <"/proc/$pid/stat" || continue
+    st=${st##*) }
+    read -ra f <<<"$st"
+    u=$((u + f[11]))
+    s=$((s + f[12]))
+  done
+  echo "$u $s"
+}
+
+# run_together CONNS ROUND: one wrk per proxy, all at once; appends a line per
+# proxy to $T/together: target conns round requests user0 system0 user1 system1.
+run_together() {
+  local c=$1 r=$2 t
+  local -A before=() wrk_pid=()
+  for t in lb nginx haproxy; do before[$t]=$(user_system "${pid_of[$t]}"); done
+  for t in lb nginx haproxy; do
+    timeout --foreground -k 5 $((duration + 30)) taskset -c "$load_cpu" "$WRK" -t1 -c"$c" \
+      -d"${duration}s" "http://127.0.0.1:${port_of[$t]}/" >"$T/together-$t-$c-$r.out" 2>&1 &
+    wrk_pid[$t]=$!
+  done
+  for t in lb nginx haproxy; do
+    wait "${wrk_pid[$t]}" || { show_logs "$T/together-$t-$c-$r.out"; lb_die "wrk against $t failed"; }
+  done
+  for t in lb nginx haproxy; do
+    lb_alive "${pid_of[$t]}" || lb_die "$t died during the run"
+    echo "$t $c $r $(awk '/requests in/ {print $1}' "$T/together-$t-$c-$r.out") ${before[$t]}" \
+      "$(user_system "${pid_of[$t]}")" >>"$T/together"
+  done
+}
+
+if [ "$mode" = together ]; then
+  describe_machine
+  : >"$T/together"
+  for c in "${conns_arr[@]}"; do
+    for ((r = 1; r <= rounds; r++)); do
+      lb_log "c=$c round $r: lb, nginx and haproxy at once, ${duration}s"
+      run_together "$c" "$r"
+      sleep 0.5
+    done
+  done
+  python3 - "$T/together" "$clk_tck" "${conns_arr[@]}" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+hz, conns = float(sys.argv[2]), sys.argv[3:]
+print("| proxy | conns each | requests | user µs/req | system µs/req | **CPU µs/req** | runs, CPU µs/req |")
+print("|---|---:|---:|---:|---:|---:|---|")
+for c in conns:
+    med = {}
+    for t in ("lb", "nginx", "haproxy"):
+        rs = [r for r in rows if r[0] == t and r[1] == c]
+        per = [(1e6 / hz * (int(r[6]) - int(r[4])) / int(r[3]),
+                1e6 / hz * (int(r[7]) - int(r[5])) / int(r[3])) for r in rs]
+        tot = [u + s for u, s in per]
+        med[t] = statistics.median(tot)
+        print("| %s | %s | %.0f | %.2f | %.2f | **%.2f** | %s |" % (
+            t, c, statistics.median(int(r[3]) for r in rs), statistics.median(u for u, _ in per),
+            statistics.median(s for _, s in per), med[t], ", ".join("%.2f" % x for x in tot)))
+    for o in ("nginx", "haproxy"):
+        print("| *lb ÷ %s* | %s | | | | *%.2f×* | |" % (o, c, med["lb"] / med[o]))
+EOF
+  exit 0
+fi
 
 total=$(( ${#conns_arr[@]} * rounds * ${#targets[@]} ))
 n=0
