@@ -239,6 +239,7 @@ static int take_exchange(struct lb_conn *c)
     }
     lb_http_parser_init(&x->req, LB_HTTP_REQUEST, &w->req_limits);
     lb_http_parser_init(&x->resp, LB_HTTP_RESPONSE, &w->resp_limits);
+    x->log_method_len = x->log_target_len = 0;
     c->x = x;
     return 0;
 }
@@ -344,14 +345,15 @@ void lb_conn_destroy(struct lb_conn *c)
 void lb_conn_log(struct lb_conn *c)
 {
     ev_tstamp now = now_of(c);
+    const struct lb_exchange *x = c->x; /* NULL: nothing was read */
     struct lb_access_entry e = {
         .client = c->peer,
-        .method = c->log_method_len ? c->log_request : NULL,
-        .method_len = c->log_method_len,
-        .target = c->log_request + c->log_method_len,
-        .target_len = c->log_target_len,
+        .method = x && x->log_method_len ? x->log_request : NULL,
+        .method_len = x ? x->log_method_len : 0,
+        .target = x ? x->log_request + x->log_method_len : "",
+        .target_len = x ? x->log_target_len : 0,
         .status = c->status,
-        .bytes = c->log_bytes + (c->x ? c->x->resp.body_bytes : 0),
+        .bytes = c->log_bytes + (x ? x->resp.body_bytes : 0),
         .server = c->log_server,
         .connect_time = c->t_connected > 0 ? c->t_connected - c->t_connect_start : -1,
         .response_time = c->t_response > 0 ? c->t_response - c->t_start : -1,

@@ -66,6 +66,8 @@ struct lb_worker;
 struct lb_exchange {
     struct lb_http_parser req;
     struct lb_http_parser resp;
+    char log_request[256]; /* method, then target, for the access log */
+    size_t log_method_len, log_target_len;
     struct lb_exchange *next_spare;
 };
 
@@ -122,8 +124,6 @@ struct lb_conn {
     int status;               /* what the client got, for the log */
     uint64_t log_bytes;       /* response body bytes, for the log */
     const char *log_server;   /* id of the last server tried, for the log */
-    char log_request[256];    /* method, then target, for the access log */
-    size_t log_method_len, log_target_len;
     ev_tstamp t_start, t_connect_start, t_connected, t_response, t_queued;
     ev_tstamp client_activity, upstream_activity;
 };

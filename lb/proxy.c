@@ -73,13 +73,14 @@ static void remember_request(struct lb_conn *c)
 {
     const struct lb_http_head *h = &c->x->req.head;
     const char *base = c->cin.data;
-    size_t cap = sizeof(c->log_request);
+    struct lb_exchange *x = c->x;
+    size_t cap = sizeof(x->log_request);
     size_t m = h->method_text.len < cap / 4 ? h->method_text.len : cap / 4;
     size_t t = h->target.len < cap - m ? h->target.len : cap - m;
-    memcpy(c->log_request, base + h->method_text.off, m);
-    memcpy(c->log_request + m, base + h->target.off, t);
-    c->log_method_len = m;
-    c->log_target_len = t;
+    memcpy(x->log_request, base + h->method_text.off, m);
+    memcpy(x->log_request + m, base + h->target.off, t);
+    x->log_method_len = m;
+    x->log_target_len = t;
 }
 
 static bool server_full(const struct lb_server *s)
@@ -300,7 +301,6 @@ static const char *affinity_set_cookie(struct lb_conn *c, char *buf, size_t cap)
 void lb_proxy_reset_exchange(struct lb_conn *c)
 {
     c->status = 0;
-    c->log_method_len = c->log_target_len = 0;
     c->log_server = NULL;
     c->t_connected = c->t_response = 0;
     c->req_done = c->resp_started = c->resp_head_sent = c->resp_done = false;
@@ -313,8 +313,10 @@ void lb_proxy_reset_exchange(struct lb_conn *c)
     c->tried.has_hash = false;
     c->backend = NULL;
     c->log_bytes = 0;
-    if (c->x)
+    if (c->x) {
         c->x->resp.body_bytes = 0;
+        c->x->log_method_len = c->x->log_target_len = 0;
+    }
 }
 
 enum lb_step lb_proxy_start(struct lb_conn *c)

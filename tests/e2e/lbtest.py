@@ -547,10 +547,12 @@ class Conn:
     """A raw client connection to 127.0.0.1:port with a read buffer; every
     read is bounded by `timeout` seconds."""
 
-    def __init__(self, port, timeout=10.0, nodelay=True):
+    def __init__(self, port, timeout=10.0, nodelay=True, rcvbuf=None):
         self.sock = socket.create_connection((HOST, port), timeout=timeout)
         if nodelay:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if rcvbuf:  # a small one makes a slow reader: lb's sends then block
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.buf = bytearray()
         self.timeout = timeout
         with _lock:

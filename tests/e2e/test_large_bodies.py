@@ -200,8 +200,7 @@ def test_slow_client_back_pressure():
     b = T.start_backends(1)[0]
     lb = T.start_lb([b], workers=1)
     warm_up(lb)
-    c = T.Conn(lb.port, timeout=30)
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    c = T.Conn(lb.port, timeout=30, rcvbuf=64 * 1024)
     sampler = RssSampler(lb)
     n = 256 * T.MiB
     c.send(b"GET /bytes?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % n)

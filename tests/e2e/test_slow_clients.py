@@ -151,8 +151,7 @@ def test_slow_reader_bounded_memory():
     for _ in range(3):   # warm-up: buffers, spares, the pooled connection
         check_eq(T.request(lb.port, "GET", "/bytes?n=%d" % (4 * T.MiB)).status, 200, "warm-up")
     n = 50 * 1000 * 1000
-    c = T.Conn(lb.port, timeout=20)
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    c = T.Conn(lb.port, timeout=20, rcvbuf=64 * 1024)
     time.sleep(0.2)
     sampler = RssSampler(lb)
     c.send(b"GET /bytes?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % n)
@@ -234,8 +233,7 @@ def test_slow_reader_send_timeout():
     # server connection behind it.
     b = T.start_backends(1)[0]
     lb = T.start_lb([b], workers=1, keepalive=0, timeouts={"client_idle": "1s"})
-    c = T.Conn(lb.port, timeout=10)
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    c = T.Conn(lb.port, timeout=10, rcvbuf=64 * 1024)
     n = 50 * 1000 * 1000
     c.send(b"GET /bytes?n=%d HTTP/1.1\r\nHost: a\r\n\r\n" % n)
     time.sleep(0.5)

@@ -63,8 +63,7 @@ def test_stalling_server_bytes_not_held():
 
     fake = T.FakeServer(handler)
     lb = T.start_lb([fake], workers=1, timeouts={"server": "30s"})
-    c = T.Conn(lb.port, timeout=3)
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    c = T.Conn(lb.port, timeout=3, rcvbuf=32 * 1024)
     c.send(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
     time.sleep(0.5)
     check_eq(c.read_head().status, 200, "status")
@@ -149,8 +148,7 @@ def test_server_gone_mid_body():
     fake = T.FakeServer(handler)
     lb = T.start_lb([fake], workers=1)
     base = T.fd_count(lb.pid)
-    c = T.Conn(lb.port, timeout=10)
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    c = T.Conn(lb.port, timeout=10, rcvbuf=32 * 1024)
     c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
     time.sleep(1)  # the server is gone before the client reads
     check_eq(c.read_head().status, 200, "status")
@@ -217,8 +215,7 @@ def test_small_pieces_to_a_paused_client_no_busy_loop():
 
     fake = T.FakeServer(handler)
     lb = T.start_lb([fake], workers=1, timeouts={"server": "30s"})
-    c = T.Conn(lb.port, timeout=10)
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    c = T.Conn(lb.port, timeout=10, rcvbuf=32 * 1024)
     c.send(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
     check(done.wait(20), "the server never finished sending")
     time.sleep(0.3)
@@ -287,8 +284,7 @@ def test_bytes_below_the_mark_while_request_body_open():
 
     fake = T.FakeServer(handler)
     lb = T.start_lb([fake], workers=1, timeouts={"client_header": "4s", "server": "30s"})
-    c = T.Conn(lb.port, timeout=3)
-    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    c = T.Conn(lb.port, timeout=3, rcvbuf=32 * 1024)
     c.send(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
     time.sleep(0.5)  # the pipe fills meanwhile
     check_eq(c.read_head().status, 200, "status")
