@@ -423,6 +423,8 @@ static void read_request(int fd, struct test_server *ts)
             break;
     }
     buf[len] = '\0';
+    if (len == 0)
+        return; /* a check cut short (lb_health_stop closes the one in flight) */
     pthread_mutex_lock(&ts->lock);
     memcpy(ts->last_request, buf, len + 1);
     pthread_mutex_unlock(&ts->lock);
