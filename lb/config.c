@@ -1096,6 +1096,32 @@ static int syntax_error(struct parser *p, const yaml_parser_t *yp, const char *y
     return -1;
 }
 
+static uint16_t port_of(const struct lb_address *a)
+{
+    if (a->sa.ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)&a->sa)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)&a->sa)->sin_port);
+}
+
+static bool is_wildcard(const struct lb_address *a)
+{
+    if (a->sa.ss_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)&a->sa)->sin6_addr);
+    return ((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+/* Two sockets on these addresses could not both listen: the same family and
+ * port, and the same address or either one a wildcard (0.0.0.0, [::]). IPv6
+ * sockets are v6-only in lb, so [::] does not take IPv4's port. */
+static bool addresses_overlap(const struct lb_address *a, const struct lb_address *b)
+{
+    if (a->sa.ss_family != b->sa.ss_family || port_of(a) != port_of(b))
+        return false;
+    if (is_wildcard(a) || is_wildcard(b))
+        return true;
+    return a->len == b->len && memcmp(&a->sa, &b->sa, a->len) == 0;
+}
+
 /* Checks of the whole, once every key has been read. */
 static int validate(struct parser *p, yaml_node_t *root)
 {
@@ -1117,8 +1143,9 @@ static int validate(struct parser *p, yaml_node_t *root)
     }
     for (size_t i = 0; cfg->stats.enabled && i < cfg->n_listens; i++) {
         const struct lb_address *a = &cfg->listens[i].address;
-        if (a->len == cfg->stats.address.len && memcmp(&a->sa, &cfg->stats.address.sa, a->len) == 0)
-            return fail(p, p->stats, "stats: %s is also a listen address", a->text);
+        if (addresses_overlap(a, &cfg->stats.address))
+            return fail(p, p->stats, "stats: %s overlaps the listen address %s",
+                        cfg->stats.address.text, a->text);
     }
     return 0;
 }

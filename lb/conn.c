@@ -318,6 +318,11 @@ void lb_conn_destroy(struct lb_conn *c)
 {
     assert(c->magic == LB_CONN_MAGIC);
     struct lb_worker *w = c->w;
+    /* A request in progress that ends here (the client reset or stopped
+     * reading, a write failed) is counted by what the client got: the
+     * status of a response head, or none (0). */
+    if (!c->logged && c->x && !lb_http_parser_idle(&c->x->req))
+        lb_stats_count_response(&w->stats, c->status);
     lb_proxy_unqueue(c);
     lb_proxy_release(c, false);
     ev_io_stop(w->loop, &c->io);
@@ -361,6 +366,7 @@ void lb_conn_log(struct lb_conn *c)
     };
     lb_log_access(&e);
     lb_stats_count_response(&c->w->stats, c->status);
+    c->logged = true;
 }
 
 void lb_conn_reply_error(struct lb_conn *c, int status)

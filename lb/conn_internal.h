@@ -122,6 +122,7 @@ struct lb_conn {
     unsigned retries;         /* other servers tried after a failure, for this request */
     struct lb_conn *qnext, *qprev; /* the worker's queue, while CONN_QUEUED */
     int status;               /* what the client got, for the log */
+    bool logged;              /* this exchange has its access log line and count */
     uint64_t log_bytes;       /* response body bytes, for the log */
     const char *log_server;   /* id of the last server tried, for the log */
     ev_tstamp t_start, t_connect_start, t_connected, t_response, t_queued;

@@ -51,16 +51,17 @@ static unsigned join_workers(struct lb_worker *workers, unsigned n, double secon
     return ended;
 }
 
-/* Each client connection may hold two descriptors (client and server), and
- * each worker up to two per pipe for spliced bodies: raise the soft limit as
- * far as the hard limit allows. */
+/* Each client connection may hold two descriptors (client and server), each
+ * worker up to two per pipe for spliced bodies, and the stats endpoint one
+ * per scrape: raise the soft limit as far as the hard limit allows. */
 static void raise_fd_limit(const struct lb_config *cfg)
 {
     struct rlimit lim;
     if (getrlimit(RLIMIT_NOFILE, &lim) < 0)
         return;
     rlim_t want = (rlim_t)cfg->limits.max_connections * 2 +
-                  (rlim_t)cfg->workers * (LB_PIPES_MAX + LB_PIPES_SPARE) * 2 + 64;
+                  (rlim_t)cfg->workers * (LB_PIPES_MAX + LB_PIPES_SPARE) * 2 +
+                  (cfg->stats.enabled ? LB_STATS_MAX_CONNS + 1 : 0) + 64;
     if (lim.rlim_cur >= want)
         return;
     lim.rlim_cur = lim.rlim_max == RLIM_INFINITY || lim.rlim_max > want ? want : lim.rlim_max;

@@ -301,6 +301,7 @@ static const char *affinity_set_cookie(struct lb_conn *c, char *buf, size_t cap)
 void lb_proxy_reset_exchange(struct lb_conn *c)
 {
     c->status = 0;
+    c->logged = false;
     c->log_server = NULL;
     c->t_connected = c->t_response = 0;
     c->req_done = c->resp_started = c->resp_head_sent = c->resp_done = false;

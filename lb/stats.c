@@ -87,14 +87,15 @@ static void worker_metrics(struct text *t, struct lb_worker_stats *const *w, uns
     per_worker(t, w, n, "lb_worker_connections_accepted_total",
                offsetof(struct lb_worker_stats, accepted));
     family(t, "lb_worker_accept_eagain_total", "counter",
-           "Accept wake-ups of the worker that found no connection (taken by another worker).");
+           "Accept wake-ups of the worker that found no connection (stays ~0 with one "
+           "SO_REUSEPORT socket per worker).");
     per_worker(t, w, n, "lb_worker_accept_eagain_total",
                offsetof(struct lb_worker_stats, accept_eagain));
     family(t, "lb_worker_connections_open", "gauge", "Client connections the worker holds open.");
     per_worker(t, w, n, "lb_worker_connections_open", offsetof(struct lb_worker_stats, open));
     family(t, "lb_worker_responses_total", "counter",
-           "Exchanges by what the client got: the status class, or none when the connection "
-           "closed before a response.");
+           "Exchanges by what the client got: the class of the response status, or none when "
+           "the connection ended before any response.");
     static const char *const codes[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
     for (unsigned i = 0; i < n; i++)
         for (size_t c = 0; c < 6; c++)

@@ -14,12 +14,15 @@
 /* One worker's counters. */
 struct lb_worker_stats {
     atomic_uint_fast64_t accepted;      /* client connections accepted */
-    atomic_uint_fast64_t accept_eagain; /* accept wake-ups that found no connection
-                                           (another worker took it: SO_REUSEPORT keeps this ~0) */
+    atomic_uint_fast64_t accept_eagain; /* accept wake-ups that found no connection: with
+                                           one SO_REUSEPORT socket per worker, no other worker
+                                           can take it, so this stays ~0 */
     atomic_uint_fast64_t open;          /* client connections open now */
-    /* Exchanges by what the client got: [0] closed before any response
-     * (a client that left, a server that failed after the head), [1..5]
-     * the status class (1xx only for a 101 tunnel). */
+    /* Exchanges by what the client got: [0] no response at all (the
+     * connection ended mid-request: a client that reset, stopped reading or
+     * left inside its body), [1..5] the class of the status in the response
+     * head it got (1xx only for a 101 tunnel; a server that fails after its
+     * head leaves its status class here, and a cut-short body). */
     atomic_uint_fast64_t responses[6];
     atomic_uint_fast64_t spliced_bodies; /* response bodies forwarded with splice(2) */
 };

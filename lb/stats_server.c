@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -15,9 +16,9 @@
 #include "io.h"
 #include "log.h"
 
-#define MAX_CONNS 64            /* scrapers at once; more are closed at accept */
 #define REQUEST_BUFFER 4096     /* a scrape's request head; longer is refused */
 #define CONN_TIMEOUT 5.0        /* seconds a connection may take in all */
+#define ACCEPT_PAUSE 0.1        /* seconds without accepting after EMFILE and the like */
 
 struct stats_conn {
     struct lb_stats_server *server;
@@ -28,6 +29,7 @@ struct stats_conn {
     struct lb_http_parser parser;
     char *out; /* the response, malloc'd */
     size_t out_len, out_sent;
+    bool lingering; /* the response went: reading until the client closes */
     struct stats_conn *next, *prev;
 };
 
@@ -40,6 +42,7 @@ struct lb_stats_server {
     int fd;
     struct ev_loop *loop;
     ev_io accept_io;
+    ev_timer accept_resume; /* accepting again after running out of descriptors */
     ev_async stop;
     pthread_t thread;
     struct stats_conn *conns;
@@ -123,10 +126,31 @@ static void on_conn_timeout(struct ev_loop *loop, ev_timer *t, int revents)
     conn_close(t->data);
 }
 
+/* After the response: what the client still sends is read and dropped until
+ * it closes (or the connection's timer ends it), so that unread request
+ * bytes do not turn the close into a reset that destroys the response. */
+static void linger(struct stats_conn *c)
+{
+    char sink[4096];
+    for (;;) {
+        ssize_t n = recv(c->fd, sink, sizeof(sink), 0);
+        if (n > 0 || (n < 0 && errno == EINTR))
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        conn_close(c);
+        return;
+    }
+}
+
 static void on_conn_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     (void)revents;
     struct stats_conn *c = io->data;
+    if (c->lingering) {
+        linger(c);
+        return;
+    }
     if (!c->out) {
         switch (lb_io_read(c->fd, &c->in)) {
         case LB_IO_OK:
@@ -161,8 +185,18 @@ static void on_conn_io(struct ev_loop *loop, ev_io *io, int revents)
     size_t n;
     enum lb_io r = lb_io_write(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, &n);
     c->out_sent += n;
-    if (r == LB_IO_ERROR || c->out_sent == c->out_len)
-        conn_close(c); /* Connection: close; what the client sent beyond its head is ignored */
+    if (r == LB_IO_ERROR) {
+        conn_close(c);
+        return;
+    }
+    if (c->out_sent < c->out_len)
+        return;
+    shutdown(c->fd, SHUT_WR); /* Connection: close */
+    c->lingering = true;
+    ev_io_stop(loop, io);
+    ev_io_modify(io, EV_READ);
+    ev_io_start(loop, io);
+    linger(c);
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
@@ -174,11 +208,19 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                lb_log_error("stats: accept: %s", strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            /* Out of descriptors or memory: the listener stays readable, so
+             * stop looking at it for a moment instead of spinning. */
+            lb_log_error("stats: accept: %s; pausing accepts for %.1fs", strerror(errno),
+                         ACCEPT_PAUSE);
+            ev_io_stop(loop, &s->accept_io);
+            /* set again: a timer that fired keeps no interval */
+            ev_timer_set(&s->accept_resume, ACCEPT_PAUSE, 0.);
+            ev_timer_start(loop, &s->accept_resume);
             return;
         }
-        struct stats_conn *c = s->n_conns < MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
+        struct stats_conn *c = s->n_conns < LB_STATS_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
         if (!c || lb_buf_init(&c->in, REQUEST_BUFFER) < 0) {
             free(c);
             close(fd);
@@ -201,6 +243,13 @@ static void on_accept(struct ev_loop *loop, ev_io *io, int revents)
     }
 }
 
+static void on_accept_resume(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)revents;
+    struct lb_stats_server *s = t->data;
+    ev_io_start(loop, &s->accept_io);
+}
+
 static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
 {
     (void)a;
@@ -221,6 +270,8 @@ static int open_listener(const struct lb_address *a)
     int one = 1;
     if (fd < 0)
         return -1;
+    if (a->sa.ss_family == AF_INET6) /* as the listeners: [::] is not also 0.0.0.0 */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
         bind(fd, (const struct sockaddr *)&a->sa, a->len) < 0 || listen(fd, 64) < 0) {
         int saved = errno;
@@ -262,6 +313,8 @@ struct lb_stats_server *lb_stats_server_start(const struct lb_config *cfg,
     ev_io_init(&s->accept_io, on_accept, s->fd, EV_READ);
     s->accept_io.data = s;
     ev_io_start(s->loop, &s->accept_io);
+    ev_timer_init(&s->accept_resume, on_accept_resume, ACCEPT_PAUSE, 0.);
+    s->accept_resume.data = s;
     ev_async_init(&s->stop, on_stop);
     ev_async_start(s->loop, &s->stop);
     int rc = pthread_create(&s->thread, NULL, stats_main, s);
@@ -285,6 +338,7 @@ void lb_stats_server_stop(struct lb_stats_server *s)
     while (s->conns)
         conn_close(s->conns);
     ev_io_stop(s->loop, &s->accept_io);
+    ev_timer_stop(s->loop, &s->accept_resume);
     close(s->fd);
     ev_loop_destroy(s->loop);
     free(s);

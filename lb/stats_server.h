@@ -9,6 +9,9 @@
 #include "config.h"
 #include "stats.h"
 
+/* Scrapers at once; more are closed at accept. */
+#define LB_STATS_MAX_CONNS 64
+
 struct lb_stats_server;
 
 /* Listens on cfg->stats.address and starts the thread. `workers` (n of them)

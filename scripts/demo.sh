@@ -24,7 +24,7 @@ for arg in "$@"; do
 done
 
 LB_PORT=8080
-STATS_PORT=9100
+STATS_PORT=9180
 BACKEND_PORTS=(9001 9002 9003)
 
 scripts/setup.sh
@@ -40,7 +40,7 @@ for port in "$LB_PORT" "$STATS_PORT" "${BACKEND_PORTS[@]}"; do
 done
 if [ ${#taken[@]} -gt 0 ]; then
   lb_die "port(s) ${taken[*]} on 127.0.0.1 already in use (another demo running?);" \
-    "the demo needs 8080, 9100 and 9001-9003 free. Nothing was started."
+    "the demo needs 8080, 9180 and 9001-9003 free. Nothing was started."
 fi
 
 lb_tmpdir

@@ -191,6 +191,82 @@ def test_hostile_scrapers_do_not_hurt():
     lb.expect_clean_exit()
 
 
+class Named:
+    """A server entry for config(): an address and an id."""
+
+    def __init__(self, address, ident):
+        self.address, self.ident = address, ident
+
+
+def test_no_reset_when_the_client_sent_more():
+    # A scrape with a body and pipelined bytes after it, by a slow reader,
+    # of a large response (2,000 servers: ~500 KB): the whole response
+    # arrives, then a clean close (unread bytes must not turn the close into
+    # a reset that destroys the response still in flight).
+    b = T.start_backends(1)[0]
+    many = [b] + [Named("127.0.0.1:%d" % (20000 + i), "s%d" % i) for i in range(2000)]
+    lb = start(many, workers=1)
+    c = T.Conn(lb.stats_port, rcvbuf=16384)
+    c.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n" +
+           b"x" * 100000 + b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 50)
+    time.sleep(0.3)  # the response waits in lb while the client does not read
+    try:
+        r = c.read_response()
+        check_eq(r.status, 200, "status")
+        check(b"lb_connections_open" in r.body and r.body.endswith(b"\n"), "a whole body")
+        check(len(r.body) > 300000, "a body of %d bytes" % len(r.body))
+        check_eq(c.read_to_eof(), b"", "bytes after the response")
+    except ConnectionResetError:
+        raise T.TestFailure("the stats endpoint reset the connection")
+
+
+def test_reset_mid_request_counted_as_none():
+    b = T.start_backends(1)[0]
+    lb = start([b], workers=1)
+    before = scrape(lb)
+    c = T.Conn(lb.port)
+    c.send(b"GET /delay?ms=800 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.2)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    c.close()  # a reset while lb waits for the server
+    none = 'lb_worker_responses_total{worker="0",code="none"}'
+    T.wait_for(lambda: scrape(lb)[none] == before[none] + 1, 5, "the reset counted as none")
+    check_eq(total(scrape(lb), "lb_worker_responses_total", code="2xx"),
+             total(before, "lb_worker_responses_total", code="2xx"), "2xx unchanged")
+
+
+def test_out_of_descriptors_no_spin():
+    # lb with 48 descriptors, all taken by idle clients: a scrape cannot be
+    # accepted, and the stats thread must wait, not spin on its listener.
+    import conformance_lib as L
+    b = T.start_backends(1)[0]
+    stats_port = T.free_port()
+    lb = L.start_lb_conf([b], workers=1, prefix=["prlimit", "--nofile=48:48"],
+                         extra_yaml="stats: { listen: 127.0.0.1:%d }\n" % stats_port,
+                         timeouts={"client_header": "60s", "client_idle": "60s"})
+    idle = [socket.create_connection(("127.0.0.1", lb.port), timeout=5) for _ in range(60)]
+    time.sleep(0.3)
+    scraper = socket.create_connection(("127.0.0.1", stats_port), timeout=5)
+    scraper.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)
+    cpu0 = L.cpu_seconds(lb.pid)
+    time.sleep(1.5)
+    cpu = L.cpu_seconds(lb.pid) - cpu0
+    check(cpu < 0.5, "lb used %.2fs of CPU in 1.5s with no descriptor for a scrape" % cpu)
+    pauses = lb.stderr().count(b"stats: accept:")
+    check(pauses < 40, "%d 'stats: accept' log lines in about 2 s" % pauses)
+    for s in idle:
+        s.close()
+    scraper.settimeout(5)
+    data = b""
+    while True:
+        chunk = scraper.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    check(data.startswith(b"HTTP/1.1 200"), "the scrape once descriptors were free: %r" % data[:40])
+
+
 def test_stats_address_taken():
     b = T.start_backends(1)[0]
     taken = socket.socket()
@@ -210,4 +286,6 @@ def test_stats_address_taken():
 if __name__ == "__main__":
     T.run([test_counters_follow_traffic, test_open_connections_and_in_flight,
            test_server_down_shows, test_endpoint_refuses_what_it_does_not_serve,
-           test_hostile_scrapers_do_not_hurt, test_stats_address_taken])
+           test_hostile_scrapers_do_not_hurt, test_no_reset_when_the_client_sent_more,
+           test_reset_mid_request_counted_as_none, test_out_of_descriptors_no_spin,
+           test_stats_address_taken])

@@ -60,9 +60,13 @@ static const struct bad_case bad_cases[] = {
     {ONE_BACKEND "stats:\n  listen: 127.0.0.1:99999\n", 6, "listen: bad address"},
     {ONE_BACKEND "stats:\n  listen: 127.0.0.1:9100\n  path: /x\n", 7, "unknown key 'path' in stats"},
     {"listen:\n  - address: 127.0.0.1:9100\n" ONE_BACKEND "stats:\n  listen: 127.0.0.1:9100\n", 8,
-     "stats: 127.0.0.1:9100 is also a listen address"},
+     "stats: 127.0.0.1:9100 overlaps the listen address 127.0.0.1:9100"},
     {ONE_BACKEND "stats: { listen: 127.0.0.1:8080 }\n", 5,
-     "stats: 127.0.0.1:8080 is also a listen address"}, /* the default listen address */
+     "overlaps the listen address 127.0.0.1:8080"}, /* the default listen address */
+    {"listen:\n  - address: 0.0.0.0:9100\n" ONE_BACKEND "stats:\n  listen: 127.0.0.1:9100\n", 8,
+     "stats: 127.0.0.1:9100 overlaps the listen address 0.0.0.0:9100"},
+    {"listen:\n  - address: \"[::1]:9100\"\n" ONE_BACKEND "stats:\n  listen: \"[::]:9100\"\n", 8,
+     "overlaps the listen address [::1]:9100"},
     /* unknown keys, at every level */
     {"bogus: 1\n", 1, "unknown key 'bogus' in the top level"},
     {"workers: 2\n\nwrokers: 3\n", 3, "unknown key 'wrokers'"},
@@ -888,6 +892,9 @@ static void test_stats_key(void **state)
     struct lb_config *cfg = parse_ok(ONE_BACKEND);
     assert_false(cfg->stats.enabled);
     lb_config_free(cfg);
+    /* v6-only sockets: [::] does not take IPv4's port */
+    lb_config_free(parse_ok("listen:\n  - address: 127.0.0.1:9100\n" ONE_BACKEND
+                            "stats: { listen: \"[::]:9100\" }\n"));
     cfg = parse_ok(ONE_BACKEND "stats:\n  listen: 127.0.0.1:9100\n");
     assert_true(cfg->stats.enabled);
     assert_int_equal(port_of(&cfg->stats.address), 9100);
