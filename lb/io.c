@@ -10,20 +10,14 @@ enum lb_io lb_io_read(int fd, struct lb_buf *b)
         lb_buf_compact(b);
     if (lb_buf_room(b) == 0)
         return LB_IO_AGAIN;
-    for (;;) {
-        /* recv, not read: sockets only, and it skips the VFS layer (file
-         * position lock, permission hooks) that read() crosses per call. */
-        ssize_t n = recv(fd, lb_buf_end(b), lb_buf_room(b), 0);
-        if (n > 0) {
-            lb_buf_produce(b, (size_t)n);
-            return LB_IO_OK;
-        }
-        if (n == 0)
-            return LB_IO_EOF;
-        if (errno == EINTR)
-            continue;
-        return errno == EAGAIN || errno == EWOULDBLOCK ? LB_IO_AGAIN : LB_IO_ERROR;
-    }
+    ssize_t n;
+    /* recv, not read: sockets only, and it skips the VFS layer (file
+     * position lock, permission hooks) that read() crosses per call. */
+    while ((n = recv(fd, lb_buf_end(b), lb_buf_room(b), 0)) < 0 && errno == EINTR)
+        ;
+    if (n > 0)
+        lb_buf_produce(b, (size_t)n);
+    return lb_io_result(n);
 }
 
 enum lb_io lb_io_write(int fd, const char *p, size_t n, size_t *written)

@@ -2,6 +2,7 @@
 #ifndef LB_IO_H
 #define LB_IO_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -13,6 +14,18 @@ enum lb_io {
     LB_IO_EOF,   /* the peer closed its side (reads only) */
     LB_IO_ERROR, /* errno says why */
 };
+
+/* What a read-like call (recv, splice) that returned n means: LB_IO_OK for
+ * bytes, LB_IO_EOF for 0, else LB_IO_AGAIN or LB_IO_ERROR by errno. The
+ * caller calls again on EINTR itself. */
+static inline enum lb_io lb_io_result(ssize_t n)
+{
+    if (n > 0)
+        return LB_IO_OK;
+    if (n == 0)
+        return LB_IO_EOF;
+    return errno == EAGAIN || errno == EWOULDBLOCK ? LB_IO_AGAIN : LB_IO_ERROR;
+}
 
 /* Reads once into the free space of b (compacting it first if its tail is at
  * the end). LB_IO_AGAIN also when b is full. */

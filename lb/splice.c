@@ -88,19 +88,12 @@ void lb_pipe_give(struct lb_pipe_cache *cache, struct lb_pipe *pipe)
 /* One splice call with lb's flags, retried on EINTR. */
 static enum lb_io splice_once(int from, int to, size_t len, size_t *moved)
 {
-    *moved = 0;
-    for (;;) {
-        ssize_t n = splice(from, NULL, to, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            *moved = (size_t)n;
-            return LB_IO_OK;
-        }
-        if (n == 0)
-            return LB_IO_EOF;
-        if (errno == EINTR)
-            continue;
-        return errno == EAGAIN || errno == EWOULDBLOCK ? LB_IO_AGAIN : LB_IO_ERROR;
-    }
+    ssize_t n;
+    while ((n = splice(from, NULL, to, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK)) < 0 &&
+           errno == EINTR)
+        ;
+    *moved = n > 0 ? (size_t)n : 0;
+    return lb_io_result(n);
 }
 
 enum lb_io lb_splice_in(int fd, struct lb_pipe *pipe, size_t max, size_t *moved)
