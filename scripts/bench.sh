@@ -671,7 +671,7 @@ EOF
 # --- --large: a 1 GiB download ------------------------------------------------------------
 
 mode_large() {
-  local t r out code size speed secs p0 p1 rc
+  local t r out code size speed secs p0 p1 rc c0p c0l c1p c1l
   local -a pp
   start_backends "$n_backends"
   new_ports
@@ -688,11 +688,13 @@ mode_large() {
       pp=()
       [ "$t" != direct ] && mapfile -t pp < <(tree "${pid_of[$t]}")
       p0=$(ticks "${pp[@]}")
+      read -r c0p c0l _ < <(busy)
       rc=0
       out=$(timeout --foreground -k 5 300 taskset -c "$load_cpu" "$CURL" -sS -m 280 -o /dev/null \
         -w '%{http_code} %{size_download} %{speed_download} %{time_total}' \
         "http://127.0.0.1:${port_of[$t]}/bytes?n=$large_bytes" 2>"$T/large-$t-$r.err") || rc=$?
       p1=$(ticks "${pp[@]}")
+      read -r c1p c1l _ < <(busy)
       read -r code size speed secs <<<"$out"
       if [ "$rc" -ne 0 ] || [ "$code" != 200 ] || [ "$size" != "$large_bytes" ]; then
         show_logs "$T/large-$t-$r.err"
@@ -703,25 +705,31 @@ mode_large() {
         lb_die "$t: download failed (curl status $rc, HTTP ${code:-?}, ${size:-0} of $large_bytes bytes)"
       fi
       lb_log "round $r: $t: $((${speed%.*} / 1000000)) MB/s in ${secs}s; proxy CPU $(((p1 - p0) * 1000 / clk_tck)) ms"
-      echo "$t $r $speed $secs $((p1 - p0))" >>"$T/large-results"
+      echo "$t $r $speed $secs $((p1 - p0)) $((c1p - c0p)) $((c1l - c0l))" >>"$T/large-results"
       sleep 0.5
     done
   done
 
-  python3 - "$T/large-results" "$clk_tck" "$large_bytes" <<'EOF'
+  python3 - "$T/large-results" "$clk_tck" "$large_bytes" "$n_proxy_cpus" "$n_load_cpus" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 hz, size = float(sys.argv[2]), int(sys.argv[3])
+NP, NL = int(sys.argv[4]), int(sys.argv[5])
 med = {}
-print("| target | MB/s (median) | runs, MB/s | proxy CPU s per GiB | ÷ direct |")
-print("|---|---:|---|---:|---:|")
+# Core busy: % of the proxy core(s) and of the load core(s) over the download
+# (ticks of /proc/stat ÷ the download's wall time): which side set the pace.
+print("| target | MB/s (median) | runs, MB/s | proxy CPU s per GiB | proxy core busy | load core busy | ÷ direct |")
+print("|---|---:|---|---:|---:|---:|---:|")
 for t in ("direct", "lb", "nginx", "haproxy"):
     rs = [r for r in rows if r[0] == t]
     speeds = [float(r[2]) / 1e6 for r in rs]
     med[t] = statistics.median(speeds)
     cpu = "—" if t == "direct" else "%.2f" % (statistics.median(int(r[4]) for r in rs) / hz * (1 << 30) / size)
-    print("| %s | %.0f | %s | %s | %s |" % (t, med[t], ", ".join("%.0f" % s for s in speeds), cpu,
-          "" if t == "direct" else "%.2f×" % (med[t] / med["direct"])))
+    pcore = statistics.median(int(r[5]) / hz / float(r[3]) / NP * 100 for r in rs)
+    lcore = statistics.median(int(r[6]) / hz / float(r[3]) / NL * 100 for r in rs)
+    print("| %s | %.0f | %s | %s | %.0f%% | %.0f%% | %s |" % (
+        t, med[t], ", ".join("%.0f" % s for s in speeds), cpu, pcore, lcore,
+        "" if t == "direct" else "%.2f×" % (med[t] / med["direct"])))
 EOF
 }
 
