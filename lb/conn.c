@@ -318,11 +318,14 @@ void lb_conn_destroy(struct lb_conn *c)
 {
     assert(c->magic == LB_CONN_MAGIC);
     struct lb_worker *w = c->w;
-    /* A request in progress that ends here (the client reset or stopped
-     * reading, a write failed) is counted by what the client got: the
-     * status of a response head, or none (0). */
-    if (!c->logged && c->x && !lb_http_parser_idle(&c->x->req))
-        lb_stats_count_response(&w->stats, c->status);
+    /* A request in progress that ends here (the client reset, stopped
+     * reading or left) gets its log line too: with the status of the
+     * response head it got, else 499 as nginx writes it. */
+    if (!c->logged && c->x && !lb_http_parser_idle(&c->x->req)) {
+        if (!c->resp_head_sent)
+            c->status = LB_STATUS_CLIENT_GONE;
+        lb_conn_log(c);
+    }
     lb_proxy_unqueue(c);
     lb_proxy_release(c, false);
     ev_io_stop(w->loop, &c->io);
@@ -365,7 +368,8 @@ void lb_conn_log(struct lb_conn *c)
         .total_time = c->t_start > 0 ? now - c->t_start : 0,
     };
     lb_log_access(&e);
-    lb_stats_count_response(&c->w->stats, c->status);
+    /* a client that left before any response counts as none, not as 4xx */
+    lb_stats_count_response(&c->w->stats, c->status == LB_STATUS_CLIENT_GONE ? 0 : c->status);
     c->logged = true;
 }
 

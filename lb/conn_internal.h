@@ -18,6 +18,10 @@
 
 #define LB_CONN_MAGIC 0x4c42636eu
 
+/* The status the access log gives a request whose client closed or reset the
+ * connection before any response (nginx's 499); never sent. */
+#define LB_STATUS_CLIENT_GONE 499
+
 enum lb_conn_state {
     CONN_READ_HEAD, /* reading a request head; → CONN_CONNECT, CONN_PROXY, CONN_CLOSING */
     CONN_QUEUED,    /* every usable server is at max_conns: waiting for a slot;

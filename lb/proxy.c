@@ -498,8 +498,7 @@ static enum lb_step move_request_body(struct lb_conn *c)
         }
     }
     if (c->client_eof && lb_buf_len(&c->cin) == 0) { /* gone inside its request */
-        lb_conn_log(c);
-        lb_conn_destroy(c);
+        lb_conn_destroy(c); /* which logs it */
         return STEP_GONE;
     }
     if (lb_buf_len(&c->cin) < c->cin.cap) {

@@ -220,7 +220,7 @@ def test_no_reset_when_the_client_sent_more():
         raise T.TestFailure("the stats endpoint reset the connection")
 
 
-def test_reset_mid_request_counted_as_none():
+def test_reset_mid_request_counted_and_logged():
     b = T.start_backends(1)[0]
     lb = start([b], workers=1)
     before = scrape(lb)
@@ -233,6 +233,16 @@ def test_reset_mid_request_counted_as_none():
     T.wait_for(lambda: scrape(lb)[none] == before[none] + 1, 5, "the reset counted as none")
     check_eq(total(scrape(lb), "lb_worker_responses_total", code="2xx"),
              total(before, "lb_worker_responses_total", code="2xx"), "2xx unchanged")
+    # and logged, as nginx does, with 499
+    line = T.parse_access(lb.wait_access(1)[-1])
+    check_eq((line["request"], line["status"]), ("GET /delay?ms=800", "499"), "the log line")
+    # a client that leaves inside its head: 499 with no request
+    c = T.Conn(lb.port)
+    c.send(b"GET /half HTTP/1.1\r\nHo")
+    time.sleep(0.1)
+    c.close()
+    line = T.parse_access(lb.wait_access(2)[-1])
+    check_eq((line["request"], line["status"]), ("-", "499"), "the log line of a half head")
 
 
 def test_out_of_descriptors_no_spin():
@@ -287,5 +297,5 @@ if __name__ == "__main__":
     T.run([test_counters_follow_traffic, test_open_connections_and_in_flight,
            test_server_down_shows, test_endpoint_refuses_what_it_does_not_serve,
            test_hostile_scrapers_do_not_hurt, test_no_reset_when_the_client_sent_more,
-           test_reset_mid_request_counted_as_none, test_out_of_descriptors_no_spin,
+           test_reset_mid_request_counted_and_logged, test_out_of_descriptors_no_spin,
            test_stats_address_taken])
