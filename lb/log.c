@@ -11,6 +11,16 @@
 static int access_fd = -1;
 static int access_owned;
 
+/* Access log lines wait in a per-thread buffer (only workers write them) and
+ * go out in one write() per loop iteration (lb_log_flush, from the worker's
+ * ev_prepare), or before a line that would not fit. A write holds whole
+ * lines and at most PIPE_BUF bytes, so it stays atomic on a pipe and lines
+ * of several workers never mix. */
+#define PENDING_MAX 4096 /* PIPE_BUF on Linux */
+#define LINE_MAX_LEN 2048
+static _Thread_local char pending[PENDING_MAX];
+static _Thread_local size_t pending_len;
+
 int lb_log_open(const char *where)
 {
     lb_log_close();
@@ -29,6 +39,7 @@ int lb_log_open(const char *where)
 
 void lb_log_close(void)
 {
+    lb_log_flush(); /* lines of connections the main thread closed last */
     if (access_owned)
         close(access_fd);
     access_fd = -1;
@@ -66,13 +77,24 @@ static size_t put_text(char *dst, size_t pos, size_t cap, const char *fmt, ...)
     return (size_t)n < cap - pos ? pos + (size_t)n : cap - 1;
 }
 
+/* The time field, formatted once per second per thread. */
+static const char *utc_now(void)
+{
+    static _Thread_local time_t cached = -1;
+    static _Thread_local char when[32];
+    time_t now = time(NULL);
+    if (now != cached) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        cached = now;
+    }
+    return when;
+}
+
 size_t lb_log_format(char *dst, size_t cap, const struct lb_access_entry *e)
 {
-    char when[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const char *when = utc_now();
 
     size_t pos = put_text(dst, 0, cap - 1, "%s %s \"", e->client, when);
     if (e->method) {
@@ -95,11 +117,18 @@ void lb_log_access(const struct lb_access_entry *e)
 {
     if (access_fd < 0)
         return;
-    char line[2048];
-    size_t len = lb_log_format(line, sizeof(line), e);
-    /* One write: atomic for a pipe up to PIPE_BUF, appended whole to a file. */
-    ssize_t n = write(access_fd, line, len);
-    (void)n;
+    if (PENDING_MAX - pending_len < LINE_MAX_LEN)
+        lb_log_flush();
+    pending_len += lb_log_format(pending + pending_len, LINE_MAX_LEN, e);
+}
+
+void lb_log_flush(void)
+{
+    if (pending_len > 0 && access_fd >= 0) {
+        ssize_t n = write(access_fd, pending, pending_len);
+        (void)n;
+    }
+    pending_len = 0;
 }
 
 static void log_event(const char *level, const char *fmt, va_list ap)

@@ -1,5 +1,7 @@
-/* Access log and error log. The access log is one line per request, written
- * with a single write(2) so lines from several workers never interleave. */
+/* Access log and error log. The access log is one line per request; a
+ * worker's lines go out together, once per loop iteration, in writes of
+ * whole lines small enough to be atomic, so lines from several workers never
+ * interleave. */
 #ifndef LB_LOG_H
 #define LB_LOG_H
 
@@ -27,9 +29,14 @@ int lb_log_open(const char *where);
 /* Closes the access log, if a file. */
 void lb_log_close(void);
 
-/* Writes one access log line (no-op when off). Control characters and quotes
- * in client-supplied fields are escaped as \xHH. */
+/* Adds one access log line to the calling thread's pending lines (no-op when
+ * off); lb_log_flush() writes them. Control characters and quotes in
+ * client-supplied fields are escaped as \xHH. */
 void lb_log_access(const struct lb_access_entry *e);
+
+/* Writes the calling thread's pending access log lines: a worker calls it
+ * once per loop iteration and when it ends. */
+void lb_log_flush(void);
 
 /* Formats the line into dst (for tests). Returns its length, newline included. */
 size_t lb_log_format(char *dst, size_t cap, const struct lb_access_entry *e);

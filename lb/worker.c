@@ -78,6 +78,15 @@ static void on_stop(struct ev_loop *loop, ev_async *a, int revents)
         ev_break(loop, EVBREAK_ALL);
 }
 
+/* Before the loop waits: this iteration's access log lines, in one write. */
+static void on_flush_log(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)loop;
+    (void)p;
+    (void)revents;
+    lb_log_flush();
+}
+
 int lb_worker_init(struct lb_worker *w, unsigned id, const struct lb_config *cfg,
                    struct lb_shared *shared)
 {
@@ -127,6 +136,8 @@ int lb_worker_init(struct lb_worker *w, unsigned id, const struct lb_config *cfg
     ev_async_init(&w->stop, on_stop);
     w->stop.data = w;
     ev_async_start(w->loop, &w->stop);
+    ev_prepare_init(&w->flush_log, on_flush_log);
+    ev_prepare_start(w->loop, &w->flush_log);
     return 0;
 fail:
     lb_log_error("worker %u: out of memory", id);
@@ -141,6 +152,7 @@ static void *worker_main(void *arg)
     for (size_t i = 0; i < w->n_listeners; i++)
         lb_listener_resume(&w->listeners[i]);
     ev_run(w->loop, 0);
+    lb_log_flush();
     /* How evenly SO_REUSEPORT spread the connections, and how often this
      * worker woke for an accept another one had taken (should stay ~0). */
     lb_log_info("worker %u: %llu connections accepted, %llu wakeups found none", w->id,

@@ -38,6 +38,7 @@ struct lb_worker {
     size_t n_listeners;
     ev_timer accept_resume; /* re-enables accepting after EMFILE or at max_connections */
     ev_async stop;          /* the main thread asks for a drain */
+    ev_prepare flush_log;   /* the iteration's access log lines, in one write */
     bool draining;
     bool accept_paused;
 
