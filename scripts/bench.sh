@@ -603,7 +603,7 @@ EOF
 # --- --idle: memory per idle keep-alive connection ------------------------------------
 
 mode_idle() {
-  local t port before after closed est open client line i
+  local t port before after closed est open client line
   local -a pp
   start_backends "$n_backends"
   new_ports
@@ -632,14 +632,8 @@ mode_idle() {
     lb_bg taskset -c "$load_cpu" python3 scripts/idle-clients.py --port "$port" \
       --count "$idle_conns" --hold 300 --timeout 150 >"$T/idle-$t.out" 2>"$T/idle-$t.err"
     client=$LB_PID
-    for ((i = 0; ; i++)); do
-      grep -q '^ready' "$T/idle-$t.out" && break
-      if ! lb_alive "$client" || [ "$i" -ge 1800 ]; then
-        show_logs "$T/idle-$t.err"
-        lb_die "$t: the idle clients did not get ready"
-      fi
-      sleep 0.1
-    done
+    lb_wait_line "$T/idle-$t.out" '^ready' "$client" 180 ||
+      { show_logs "$T/idle-$t.err"; lb_die "$t: the idle clients did not get ready"; }
     sleep 2 # let the proxy settle
     after=$(rss "${pp[@]}")
     est=$(ss -Htn state established "( sport = :$port )" | wc -l)
@@ -736,7 +730,7 @@ EOF
 # --- --spread: SO_REUSEPORT spread over 2 workers ---------------------------------------------
 
 mode_spread() {
-  local r dir pid i rc
+  local r dir pid rc
   start_backends "$n_backends"
   describe_machine
   : >"$T/spread-results"
@@ -749,14 +743,8 @@ mode_spread() {
     # (a test connection would count as an accept).
     lb_bg "$LB_BIN" -c "$dir/lb.yaml" >"$dir/lb.log" 2>&1
     pid=$LB_PID
-    for ((i = 0; ; i++)); do
-      grep -q 'listening on' "$dir/lb.log" && break
-      if ! lb_alive "$pid" || [ "$i" -ge 100 ]; then
-        show_logs "$dir/lb.log"
-        lb_die "lb did not start"
-      fi
-      sleep 0.1
-    done
+    lb_wait_line "$dir/lb.log" 'listening on' "$pid" 10 ||
+      { show_logs "$dir/lb.log"; lb_die "lb did not start"; }
     lb_log "round $r: lb with $spread_workers workers, wrk -c$spread_conns for ${duration}s"
     rc=0
     timeout --foreground -k 5 $((duration + 30)) taskset -c "$load_cpu" "$WRK" -t2 -c"$spread_conns" \

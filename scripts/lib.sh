@@ -117,6 +117,18 @@ lb_wait_port() {
   done
 }
 
+# lb_wait_line FILE REGEX PID SECONDS: waits until a line of FILE matches
+# REGEX (grep -E); returns 1 if PID ends or SECONDS pass first.
+lb_wait_line() {
+  local file=$1 re=$2 pid=$3 limit=$(( $4 * 10 )) i=0
+  until grep -Eq "$re" "$file" 2>/dev/null; do
+    lb_alive "$pid" || return 1
+    i=$((i + 1))
+    [ "$i" -lt "$limit" ] || return 1
+    sleep 0.1
+  done
+}
+
 # lb_backend_port LOGFILE PID [SECONDS]: waits for lb-backend's ready line
 # ("lb-backend ID listening on ADDR:PORT") in LOGFILE and prints the port.
 lb_backend_port() {
